@@ -1,0 +1,1 @@
+"""Code shared by every stepsage Lambda (shipped as the CommonLayer)."""
