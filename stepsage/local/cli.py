@@ -1,0 +1,299 @@
+"""`stepsage local up | run | build`: serve the local cloud, or run one dataset through it end to end."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+import signal
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from stepsage.local.cloud import DEFAULT_PORT, CloudSettings, LocalCloud
+from stepsage.local.progress import ProgressPrinter
+
+
+def add_parser(subparsers: Any) -> None:
+    local = subparsers.add_parser("local", help="the local cloud: the whole pipeline on this machine")
+    commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="serve the local cloud until Ctrl-C")
+    _common(up, default_port=DEFAULT_PORT)
+    up.add_argument("--json", action="store_true", help="print the settings as one JSON line, then serve")
+    up.set_defaults(func=cmd_up)
+
+    run = commands.add_parser("run", help="run one dataset (a zip or a folder) through the pipeline")
+    _common(run, default_port=0)
+    run.add_argument("dataset", type=Path, help="an ImageFolder dataset: a .zip or a folder")
+    run.add_argument("--name", help="dataset name (default: the file or folder name)")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument("--serve", action="store_true", help="keep serving the inference URL after the run")
+    run.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
+    run.set_defaults(func=cmd_run)
+
+    build = commands.add_parser("build", help="build every Lambda for the local runtime (cached)")
+    build.set_defaults(func=cmd_build)
+
+
+def _common(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument(
+        "--port", type=int, default=default_port, help=f"gateway port (default {default_port or 'free'})"
+    )
+    parser.add_argument("--url-port", type=int, default=0, help="Function URL port (default: a free one)")
+    parser.add_argument(
+        "--parameter", action="append", default=[], metavar="NAME=VALUE", help="template parameter override"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _settings(args: argparse.Namespace) -> CloudSettings:
+    overrides = {}
+    for item in getattr(args, "parameter", []):
+        name, _, value = item.partition("=")
+        overrides[name] = value
+    return CloudSettings(port=args.port, function_url_port=args.url_port, parameters=overrides)
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _terminate_on_sigterm() -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    cloud = LocalCloud(CloudSettings(port=0))
+    cloud.build(progress=_log)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    _terminate_on_sigterm()
+    cloud = LocalCloud(_settings(args))
+    cloud.build(progress=None if args.json else _log)
+    try:
+        cloud.start()
+        if not args.quiet:
+            cloud.add_listener(ProgressPrinter(stream=sys.stderr))
+        info = cloud.info()
+        if args.json:
+            print(json.dumps(info), flush=True)
+        else:
+            print(_up_banner(info), flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        cloud.stop()
+
+
+def _up_banner(info: dict[str, Any]) -> str:
+    url = info["endpoint_url"]
+    return "\n".join(
+        [
+            f"stepsage local cloud on {url}",
+            f"  data bucket      {info['data_bucket']}",
+            f"  state machine    {info['state_machine_arn']}",
+            f"  inference URL    {info['function_url']}",
+            "",
+            f"  export AWS_ENDPOINT_URL={url} AWS_REGION=us-east-1",
+            "  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local",
+            f"  aws s3 cp mydata.zip s3://{info['data_bucket']}/datasets/",
+            f"  aws stepfunctions list-executions --state-machine-arn {info['state_machine_arn']}",
+            "Ctrl-C stops it.",
+        ]
+    )
+
+
+def dataset_name(path: Path, explicit: str | None = None) -> str:
+    """A dataset name S3 keys and endpoint names accept: letters, digits and dashes."""
+    raw = explicit or (path.stem if path.suffix == ".zip" else path.name)
+    name = re.sub(r"[^A-Za-z0-9-]+", "-", raw).strip("-").lower()
+    if not name:
+        raise ValueError(f"cannot derive a dataset name from {path}; pass --name")
+    return name
+
+
+def upload_dataset(cloud: LocalCloud, path: Path, name: str) -> str:
+    """Upload as a user would: a zip under datasets/, or a folder closed by a _READY marker."""
+    s3 = cloud.client("s3")
+    bucket = cloud.data_bucket
+    if path.is_file():
+        key = f"datasets/{name}.zip"
+        s3.upload_file(str(path), bucket, key)
+        return key
+    if not path.is_dir():
+        raise FileNotFoundError(f"no such dataset: {path}")
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        s3.upload_file(str(file), bucket, f"datasets/{name}/{file.relative_to(path).as_posix()}")
+    key = f"datasets/{name}/_READY"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"")
+    return key
+
+
+def wait_for_execution(cloud: LocalCloud, after: float, timeout: float = 120.0) -> str:
+    """The ARN of the execution the upload started (the start Lambda runs asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = cloud.stepfunctions.handle("ListExecutions", {"stateMachineArn": cloud.state_machine_arn})
+        fresh = [e for e in listed["executions"] if _epoch(e["startDate"]) >= after - 1]
+        if fresh:
+            return str(fresh[0]["executionArn"])
+        time.sleep(0.2)
+    raise TimeoutError("the upload started no execution: check .local-cloud/logs/lambda/")
+
+
+def _epoch(value: Any) -> float:
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)
+
+
+def summarize(cloud: LocalCloud, execution: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """Execution, best hyperparameters, test accuracy and endpoint, from the services' own APIs."""
+    summary: dict[str, Any] = {
+        "execution_arn": execution["executionArn"],
+        "status": execution["status"],
+        "dataset": dataset,
+        "function_url": cloud.function_url,
+    }
+    if execution.get("error"):
+        summary["error"] = execution.get("error")
+        summary["cause"] = execution.get("cause")
+    sagemaker = cloud.sagemaker
+    started = _epoch(execution["startDate"])
+    tuning = [
+        j
+        for j in sagemaker.handle(
+            "ListHyperParameterTuningJobs", {"SortBy": "CreationTime", "SortOrder": "Descending"}
+        )["HyperParameterTuningJobSummaries"]
+        if _epoch(j["CreationTime"]) >= started - 1
+    ]
+    if tuning:
+        described = sagemaker.handle(
+            "DescribeHyperParameterTuningJob",
+            {"HyperParameterTuningJobName": tuning[0]["HyperParameterTuningJobName"]},
+        )
+        best = described.get("BestTrainingJob") or {}
+        summary["tuning_job"] = described["HyperParameterTuningJobName"]
+        summary["best_training_job"] = best.get("TrainingJobName")
+        summary["best_hyperparameters"] = best.get("TunedHyperParameters")
+        objective = best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
+        summary["best_objective"] = (
+            {objective.get("MetricName"): objective.get("Value")} if objective else None
+        )
+        trial_names = {
+            t["TrainingJobName"]
+            for t in sagemaker.handle(
+                "ListTrainingJobsForHyperParameterTuningJob",
+                {"HyperParameterTuningJobName": described["HyperParameterTuningJobName"], "MaxResults": 100},
+            )["TrainingJobSummaries"]
+        }
+    else:
+        trial_names = set()
+    jobs = sagemaker.handle(
+        "ListTrainingJobs", {"SortBy": "CreationTime", "SortOrder": "Descending", "MaxResults": 100}
+    )
+    finals = [
+        j
+        for j in jobs["TrainingJobSummaries"]
+        if j["TrainingJobName"] not in trial_names and _epoch(j["CreationTime"]) >= started - 1
+    ]
+    if finals:
+        final = sagemaker.handle("DescribeTrainingJob", {"TrainingJobName": finals[0]["TrainingJobName"]})
+        summary["final_training_job"] = final["TrainingJobName"]
+        artifact = (final.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+        summary["model_artifact"] = artifact
+        evaluation = _read_from_tarball(cloud, artifact, "evaluation.json") if artifact else None
+        if evaluation:
+            summary["test_accuracy"] = evaluation.get("accuracy")
+    endpoints = sagemaker.handle("ListEndpoints", {"NameContains": dataset, "MaxResults": 10})["Endpoints"]
+    if endpoints:
+        summary["endpoint"] = endpoints[0]["EndpointName"]
+        summary["endpoint_status"] = endpoints[0]["EndpointStatus"]
+    return summary
+
+
+def _read_from_tarball(cloud: LocalCloud, uri: str, member: str) -> dict[str, Any] | None:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    body = cloud.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
+        for entry in archive.getmembers():
+            if entry.name.lstrip("./") == member:
+                handle = archive.extractfile(entry)
+                return json.load(handle) if handle else None
+    return None
+
+
+def _print_summary(summary: dict[str, Any], state_times: dict[str, float]) -> None:
+    rows = [
+        ("execution", summary.get("execution_arn")),
+        ("status", summary.get("status")),
+        ("error", f"{summary.get('error')}: {summary.get('cause')}" if summary.get("error") else None),
+        ("best hyperparameters", json.dumps(summary.get("best_hyperparameters"))),
+        ("best objective", json.dumps(summary.get("best_objective"))),
+        (
+            "test accuracy",
+            f"{summary['test_accuracy']:.4f}" if summary.get("test_accuracy") is not None else None,
+        ),
+        ("endpoint", summary.get("endpoint")),
+        ("inference URL", summary.get("function_url")),
+        ("report", summary.get("report")),
+    ]
+    print("\nstepsage run summary")
+    for label, value in rows:
+        if value not in (None, "null"):
+            print(f"  {label:<22}{value}")
+    if state_times:
+        print("  time per state")
+        for state, seconds in state_times.items():
+            print(f"    {state:<20}{seconds:7.1f} s")
+    sys.stdout.flush()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _terminate_on_sigterm()
+    name = dataset_name(args.dataset, args.name)
+    cloud = LocalCloud(_settings(args))
+    printer = ProgressPrinter(stream=sys.stderr)
+    try:
+        cloud.build(progress=None if args.quiet else _log)
+        cloud.start()
+        if not args.quiet:
+            cloud.add_listener(printer)
+        started = time.time()
+        key = upload_dataset(cloud, args.dataset, name)
+        if not args.quiet:
+            _log(f"uploaded s3://{cloud.data_bucket}/{key}")
+        arn = wait_for_execution(cloud, started)
+        execution = cloud.stepfunctions.wait(arn, timeout=args.timeout)
+        summary = summarize(cloud, execution, name)
+        summary["state_seconds"] = printer.state_times()
+        summary["wall_seconds"] = round(time.time() - started, 1)
+        if args.json:
+            print(json.dumps(summary, default=str), flush=True)
+        else:
+            _print_summary(summary, printer.state_times())
+        succeeded = summary["status"] == "SUCCEEDED"
+        if succeeded and args.serve and cloud.function_url:
+            _serve_until_interrupted(cloud)
+        return 0 if succeeded else 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        cloud.stop()
+
+
+def _serve_until_interrupted(cloud: LocalCloud) -> None:
+    url = cloud.function_url
+    print(f"\nServing the inference URL at {url}  (Ctrl-C stops it)", flush=True)
+    print(f"  curl -s -H 'Content-Type: image/jpeg' --data-binary @some-image.jpg {url}", flush=True)
+    while True:
+        time.sleep(3600)

@@ -1,0 +1,165 @@
+"""The local cloud's one endpoint: SageMaker and Step Functions to our services, everything else to moto."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, Protocol
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from stepsage.local.errors import ServiceError
+
+_INVOCATIONS = re.compile(r"^/endpoints/([^/]+)/invocations$")
+_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+
+
+class JsonService(Protocol):
+    def handle(self, operation: str, params: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class Runtime(Protocol):
+    def invoke_endpoint(
+        self, endpoint_name: str, body: bytes, content_type: str, accept: str
+    ) -> tuple[int, bytes, str]: ...
+
+
+def _aws_json_default(value: Any) -> Any:
+    # The AWS JSON protocols carry timestamps as epoch seconds.
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, bytes | bytearray):
+        import base64
+
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def signing_service(environ: dict[str, Any]) -> str | None:
+    match = _CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    return match.group(1) if match else None
+
+
+class Gateway:
+    """A WSGI app: routes AWS JSON-protocol targets and SageMaker Runtime, hands the rest to moto."""
+
+    def __init__(
+        self,
+        moto_app: Callable[..., Iterable[bytes]],
+        services: dict[str, JsonService],
+        runtime: Runtime | None = None,
+        on_request: Callable[[str, str], None] | None = None,
+    ) -> None:
+        # services: X-Amz-Target prefix ("SageMaker", "AWSStepFunctions") -> service
+        self.moto_app = moto_app
+        self.services = services
+        self.runtime = runtime
+        self.on_request = on_request
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        prefix, _, operation = target.partition(".")
+        if prefix in self.services and operation:
+            return self._json_call(self.services[prefix], operation, environ, start_response)
+        match = _INVOCATIONS.match(environ.get("PATH_INFO", ""))
+        is_post = environ.get("REQUEST_METHOD") == "POST"
+        if match and self.runtime is not None and is_post and signing_service(environ) in (None, "sagemaker"):
+            return self._invoke_endpoint(match.group(1), environ, start_response)
+        return self.moto_app(environ, start_response)
+
+    @staticmethod
+    def _body(environ: dict[str, Any]) -> bytes:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        return environ["wsgi.input"].read(length) if length else b""
+
+    def _json_call(
+        self,
+        service: JsonService,
+        operation: str,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+    ) -> Iterable[bytes]:
+        content_type = environ.get("CONTENT_TYPE") or "application/x-amz-json-1.1"
+        if self.on_request:
+            self.on_request(environ.get("HTTP_X_AMZ_TARGET", ""), operation)
+        try:
+            raw = self._body(environ)
+            params = json.loads(raw) if raw.strip() else {}
+            result = service.handle(operation, params)
+            payload = json.dumps(result, default=_aws_json_default).encode()
+            status = "200 OK"
+            headers = [("Content-Type", content_type)]
+        except ServiceError as error:
+            payload = json.dumps({"__type": error.code, "message": error.message}).encode()
+            status = f"{error.status_code} Error"
+            headers = [("Content-Type", content_type), ("x-amzn-ErrorType", error.code)]
+        except json.JSONDecodeError as error:
+            payload = json.dumps({"__type": "SerializationException", "message": str(error)}).encode()
+            status = "400 Bad Request"
+            headers = [("Content-Type", content_type), ("x-amzn-ErrorType", "SerializationException")]
+        headers.append(("Content-Length", str(len(payload))))
+        start_response(status, headers)
+        return [payload]
+
+    def _invoke_endpoint(
+        self, endpoint_name: str, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        assert self.runtime is not None
+        body = self._body(environ)
+        content_type = environ.get("CONTENT_TYPE") or "application/octet-stream"
+        accept = environ.get("HTTP_ACCEPT") or "application/json"
+        try:
+            status_code, payload, payload_type = self.runtime.invoke_endpoint(
+                endpoint_name, body, content_type, accept
+            )
+            headers = [("Content-Type", payload_type), ("x-Amzn-Invoked-Production-Variant", "AllTraffic")]
+            status = f"{status_code} OK"
+        except ServiceError as error:
+            details: dict[str, Any] = {"message": error.message}
+            for attribute, key in (
+                ("original_status_code", "OriginalStatusCode"),
+                ("original_message", "OriginalMessage"),
+            ):
+                if getattr(error, attribute, None) is not None:
+                    details[key] = getattr(error, attribute)
+            payload = json.dumps(details).encode()
+            status = f"{error.status_code} Error"
+            headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", error.code)]
+        headers.append(("Content-Length", str(len(payload))))
+        start_response(status, headers)
+        return [payload]
+
+
+class GatewayServer:
+    """Serves a Gateway on host:port in a background thread."""
+
+    def __init__(self, app: Gateway, host: str = "127.0.0.1", port: int = 4566) -> None:
+        from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+        self.server: BaseWSGIServer = make_server(
+            host, port, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="gateway")
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> GatewayServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def moto_wsgi_app() -> Callable[..., Iterable[bytes]]:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    return DomainDispatcherApplication(create_backend_app)
