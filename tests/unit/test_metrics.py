@@ -32,9 +32,13 @@ def test_epoch_line_round_trips_through_metric_definitions():
 def test_parse_keeps_every_epoch_in_order_and_reads_exponents_and_nan():
     log = "\n".join(
         [
-            metrics.format_epoch_line(1, train_loss=2.5e-8, train_accuracy=0.1, valid_loss=float("nan"), valid_accuracy=0.2),
+            metrics.format_epoch_line(
+                1, train_loss=2.5e-8, train_accuracy=0.1, valid_loss=float("nan"), valid_accuracy=0.2
+            ),
             "some other output valid_accuracy is not a metric",
-            metrics.format_epoch_line(2, train_loss=1.0, train_accuracy=0.5, valid_loss=0.9, valid_accuracy=0.6),
+            metrics.format_epoch_line(
+                2, train_loss=1.0, train_accuracy=0.5, valid_loss=0.9, valid_accuracy=0.6
+            ),
         ]
     )
     parsed = metrics.parse_metrics(log)

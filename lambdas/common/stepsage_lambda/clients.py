@@ -21,7 +21,8 @@ def _endpoint_for(service: str) -> str | None:
 @cache
 def client(service: str) -> Any:
     """A cached boto3 client for `service`, honouring endpoint variables (the local cloud sets them)."""
-    return boto3.client(
+    # The service name is a runtime string, so boto3-stubs' per-service overloads cannot apply.
+    return boto3.client(  # type: ignore[call-overload]
         service,
         endpoint_url=_endpoint_for(service),
         region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",

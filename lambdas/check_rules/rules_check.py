@@ -1,0 +1,33 @@
+"""CheckRules' one job: fetch the rule results for the final training job and apply the deploy gate."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rule_verdict import SKIPPED, from_embedded, from_managed, gate
+from stepsage_lambda.s3_api import S3Api
+from stepsage_lambda.sagemaker_api import SageMakerApi
+
+VERDICTS_MEMBER = "rules/verdicts.json"
+
+
+def output_tarball_uri(described_job: dict[str, Any]) -> str:
+    """Where SageMaker puts SM_OUTPUT_DATA_DIR's tarball: <S3OutputPath>/<job>/output/output.tar.gz."""
+    base = described_job["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+    return f"{base}/{described_job['TrainingJobName']}/output/output.tar.gz"
+
+
+def check_rules(
+    *, training_job_name: str, debugger_mode: str, gate_name: str, sagemaker: SageMakerApi, s3: S3Api
+) -> dict[str, Any]:
+    if debugger_mode == "off":
+        result: dict[str, Any] = {"verdict": SKIPPED, "rules": []}
+    else:
+        described = sagemaker.describe_training_job(training_job_name)
+        if debugger_mode == "managed":
+            result = from_managed(described.get("DebugRuleEvaluationStatuses", []))
+        else:
+            raw = s3.read_tar_member(output_tarball_uri(described), VERDICTS_MEMBER)
+            result = from_embedded(json.loads(raw) if raw is not None else None)
+    return {**result, "mode": debugger_mode, "gate": gate_name, "proceed": gate(result["verdict"], gate_name)}

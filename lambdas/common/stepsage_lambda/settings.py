@@ -1,0 +1,115 @@
+"""Typed reading of the Lambdas' environment; a bad value fails loudly and names the allowed ones."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from stepsage_lambda.errors import ConfigurationError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+DEBUGGER_MODES = ("embedded", "managed", "off")
+TUNING_STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
+EARLY_STOPPING_TYPES = ("Auto", "Off")
+
+
+def text(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+    value = env.get(name, default)
+    if value is None or value == "":
+        raise ConfigurationError(f"environment variable {name} is required")
+    return value
+
+
+def integer(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    try:
+        value = default if raw in (None, "") else int(str(raw))
+    except ValueError as e:
+        raise ConfigurationError(f"{name}={raw!r} is not an integer") from e
+    if value < minimum:
+        raise ConfigurationError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def auto_or_integer(env: Mapping[str, str], name: str, minimum: int) -> str:
+    """`auto` (the training script decides) or an integer of at least `minimum`, as a string."""
+    raw = (env.get(name) or "auto").strip()
+    return "auto" if raw.lower() == "auto" else str(integer({name: raw}, name, minimum, minimum=minimum))
+
+
+def number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    try:
+        return default if raw in (None, "") else float(str(raw))
+    except ValueError as e:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from e
+
+
+def flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigurationError(f"{name}={raw!r} is not a boolean; use true or false")
+
+
+def choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(name) or default
+    for option in allowed:
+        if value.lower() == option.lower():
+            return option
+    raise ConfigurationError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """What every training job of a run shares: image, hardware, limits, spot and where outputs go."""
+
+    artifacts_bucket: str
+    training_image: str
+    region: str
+    stack_name: str
+    tuning_instance_type: str
+    final_instance_type: str
+    volume_size_gb: int
+    use_spot: bool
+    max_runtime_seconds: int
+    max_wait_seconds: int
+    model_architecture: str
+    weights: str
+    image_size: str
+    epochs: int
+    final_epochs: int
+    debugger_mode: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TrainingSettings:
+        max_runtime = integer(env, "MAX_RUNTIME_SECONDS", 3600, minimum=1)
+        epochs = integer(env, "EPOCHS", 10, minimum=1)
+        tuning_instance = text(env, "TUNING_INSTANCE_TYPE", "ml.g4dn.xlarge")
+        return cls(
+            artifacts_bucket=text(env, "ARTIFACTS_BUCKET"),
+            training_image=text(env, "TRAINING_IMAGE_URI"),
+            region=text(env, "AWS_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1")),
+            stack_name=text(env, "STACK_NAME", "stepsage"),
+            tuning_instance_type=tuning_instance,
+            final_instance_type=text(env, "FINAL_INSTANCE_TYPE", tuning_instance),
+            volume_size_gb=integer(env, "VOLUME_SIZE_GB", 30, minimum=1),
+            use_spot=flag(env, "USE_SPOT_TRAINING"),
+            max_runtime_seconds=max_runtime,
+            # Spot waits cover interruptions; AWS requires MaxWaitTimeInSeconds >= MaxRuntimeInSeconds.
+            max_wait_seconds=max(integer(env, "MAX_WAIT_SECONDS", 2 * max_runtime, minimum=1), max_runtime),
+            # "auto" lets train.py choose by weights: resnet50 at 224 px on ImageNet, smaller from scratch.
+            model_architecture=text(env, "MODEL_ARCHITECTURE", "auto"),
+            weights=choice(env, "WEIGHTS", ("imagenet", "none"), "imagenet"),
+            image_size=auto_or_integer(env, "IMAGE_SIZE", minimum=16),
+            epochs=epochs,
+            final_epochs=integer(env, "FINAL_EPOCHS", epochs, minimum=1),
+            debugger_mode=choice(env, "DEBUGGER_MODE", DEBUGGER_MODES, "embedded"),
+        )

@@ -1,0 +1,67 @@
+"""The held-out test split on S3, scored against an endpoint image by image."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from botocore.exceptions import BotoCoreError, ClientError
+from deploy_decisions import sample_evenly
+from stepsage_lambda.runtime_api import RuntimeApi, content_type_for
+from stepsage_lambda.s3_api import S3Api, split_uri
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+@dataclass(frozen=True)
+class Score:
+    correct: int
+    total: int
+    failed_calls: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+
+def labelled_images(test_prefix_uri: str, s3: S3Api) -> list[tuple[str, str]]:
+    """(key, label) for every image under `<test prefix>/<label>/`, sorted by key, so by class."""
+    bucket, prefix = split_uri(test_prefix_uri.rstrip("/") + "/")
+    images = []
+    for key in s3.list_keys(f"s3://{bucket}/{prefix}"):
+        parts = key[len(prefix) :].split("/")
+        if len(parts) == 2 and parts[1].lower().endswith(_IMAGE_SUFFIXES):
+            images.append((key, parts[0]))
+    return sorted(images)
+
+
+def score_endpoint(
+    endpoint_name: str,
+    test_prefix_uri: str,
+    limit: int,
+    *,
+    s3: S3Api,
+    runtime: RuntimeApi,
+    threads: int = 8,
+) -> Score:
+    """Top-1 accuracy of the endpoint on at most `limit` test images spread over the split."""
+    bucket, _ = split_uri(test_prefix_uri)
+    images = labelled_images(test_prefix_uri, s3)
+    chosen = dict(images)
+    sample = sample_evenly([key for key, _ in images], limit)
+
+    def right(key: str) -> bool | None:
+        try:
+            body = s3.read_bytes(f"s3://{bucket}/{key}")
+            return runtime.top_label(endpoint_name, body, content_type_for(key)) == chosen[key]
+        except (ClientError, BotoCoreError, KeyError, IndexError, ValueError):
+            # A call that fails or answers out of contract is a wrong answer, counted apart as well.
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        answers = list(pool.map(right, sample))
+    return Score(
+        correct=sum(1 for a in answers if a),
+        total=len(answers),
+        failed_calls=sum(1 for a in answers if a is None),
+    )

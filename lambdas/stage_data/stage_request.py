@@ -1,0 +1,40 @@
+"""The state machine's input to StageData, parsed by Powertools' parser."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+READY_MARKER = "_READY"
+
+
+class StageDataEvent(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    bucket: str = Field(min_length=3, max_length=63)
+    key: str = Field(min_length=1, max_length=1024)
+    version_id: str | None = None
+    dataset_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    execution_name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,80}$")
+
+    @model_validator(mode="after")
+    def _key_names_the_dataset(self) -> StageDataEvent:
+        allowed = (self.archive_key, self.folder_prefix + READY_MARKER)
+        if self.key not in allowed:
+            raise ValueError(
+                f"key must be one of {allowed} for dataset {self.dataset_name!r}, got {self.key!r}"
+            )
+        return self
+
+    @property
+    def archive_key(self) -> str:
+        return f"datasets/{self.dataset_name}.zip"
+
+    @property
+    def folder_prefix(self) -> str:
+        return f"datasets/{self.dataset_name}/"
+
+    @property
+    def kind(self) -> Literal["zip", "folder"]:
+        return "zip" if self.key == self.archive_key else "folder"

@@ -1,0 +1,36 @@
+"""EventBridge "Object Created" on the data bucket -> one state machine execution per dataset upload."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from stepsage_lambda.stepfunctions_api import StepFunctionsApi
+from trigger import start_for_upload
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_parser(model=S3EventNotificationEventBridgeModel)
+def lambda_handler(event: S3EventNotificationEventBridgeModel, context: LambdaContext) -> dict[str, Any]:
+    detail = event.detail
+    outcome = start_for_upload(
+        detail.bucket.name,
+        detail.object.key,
+        detail.object.version_id,
+        os.environ["STATE_MACHINE_ARN"],
+        StepFunctionsApi(),
+    )
+    logger.info("upload handled", extra=outcome)
+    metrics.add_metric(name=f"Executions{outcome['status'].title()}", unit=MetricUnit.Count, value=1)
+    return outcome
