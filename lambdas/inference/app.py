@@ -1,0 +1,76 @@
+"""Inference: POST an image to the Function URL, get the endpoint's top-k labels back."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from endpoint_runtime import EndpointRuntime
+from image_request import (
+    Limits,
+    RequestRejected,
+    endpoint_payload,
+    parse_request,
+    shape_response,
+    top1_confidence,
+)
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "stepsage")
+app = LambdaFunctionUrlResolver()
+
+
+def request_body() -> bytes:
+    event = app.current_event
+    body = event.body or ""
+    return base64.b64decode(body) if event.is_base64_encoded else body.encode("utf-8")
+
+
+@app.post("/")
+def classify() -> dict[str, Any]:
+    endpoint_name = os.environ["ENDPOINT_NAME"]
+    metrics.add_dimension(name="EndpointName", value=endpoint_name)
+    limits = Limits.from_env(os.environ)
+    event = app.current_event
+    request = parse_request(
+        request_body(), event.headers.get("content-type"), event.query_string_parameters, limits
+    )
+    payload, content_type = endpoint_payload(request, limits)
+    started = time.perf_counter()
+    answer = EndpointRuntime(endpoint_name).classify(payload, content_type)
+    metrics.add_metric(
+        name="EndpointLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000
+    )
+    result = shape_response(answer, request.top_k)
+    confidence = top1_confidence(result)
+    if confidence is not None:
+        metrics.add_metric(name="Top1Confidence", unit=MetricUnit.NoUnit, value=confidence)
+    logger.info("classified", extra={"image": request.info.__dict__, "top1": result["predictions"][:1]})
+    return result
+
+
+@app.exception_handler(RequestRejected)
+def rejected(error: RequestRejected) -> Response:
+    metrics.add_metric(name="RejectedRequests", unit=MetricUnit.Count, value=1)
+    logger.info("request rejected", extra={"status": error.status_code, "reason": type(error).__name__})
+    return Response(
+        status_code=error.status_code,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps({"message": error.message, "error": type(error).__name__}),
+    )
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,1 @@
+"""The local SageMaker emulator: training and tuning jobs, models, endpoints and their model servers."""

@@ -1,0 +1,108 @@
+"""S3 transfers the emulator makes on a job's behalf (channels, code, checkpoints, artifacts, model data)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+
+class S3TransferError(Exception):
+    """An S3 read or write failed; the message names the URI."""
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise S3TransferError(f"Not an s3:// URI: {uri}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise S3TransferError(f"No bucket in S3 URI: {uri}")
+    return bucket, key
+
+
+class S3Storage:
+    """Reads and writes the (local) S3 that the emulator is pointed at."""
+
+    def __init__(self, endpoint_url: str | None, region: str) -> None:
+        session = boto3.session.Session()
+        credentials: dict[str, Any] = {}
+        if endpoint_url and session.get_credentials() is None:
+            # A local S3 accepts any credentials, and boto3 refuses to sign without some.
+            credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        self._client = session.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+            **credentials,
+        )
+
+    def exists(self, uri: str) -> bool:
+        bucket, key = parse_s3_uri(uri)
+        try:
+            self._client.head_object(Bucket=bucket, Key=key)
+        except ClientError:
+            return False
+        return True
+
+    def download_prefix(self, uri: str, destination: Path) -> int:
+        """Copy every object under `uri` into `destination`, keeping the layout below the prefix."""
+        bucket, prefix = parse_s3_uri(uri)
+        destination.mkdir(parents=True, exist_ok=True)
+        count = 0
+        try:
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    key = item["Key"]
+                    if key.endswith("/"):
+                        continue
+                    relative = key[len(prefix) :].lstrip("/") if prefix and key != prefix else Path(key).name
+                    target = (destination / relative).resolve()
+                    if not target.is_relative_to(destination.resolve()):
+                        raise S3TransferError(f"Object key escapes the destination: s3://{bucket}/{key}")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self._client.download_file(bucket, key, str(target))
+                    count += 1
+        except (ClientError, BotoCoreError) as e:
+            raise S3TransferError(f"Data download failed from {uri}: {e}") from e
+        return count
+
+    def download_file(self, uri: str, destination: Path) -> None:
+        bucket, key = parse_s3_uri(uri)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._client.download_file(bucket, key, str(destination))
+        except (ClientError, BotoCoreError) as e:
+            raise S3TransferError(f"Could not download {uri}: {e}") from e
+
+    def upload_file(self, source: Path, uri: str) -> None:
+        bucket, key = parse_s3_uri(uri)
+        try:
+            self._client.upload_file(str(source), bucket, key)
+        except (ClientError, BotoCoreError) as e:
+            raise S3TransferError(f"Could not upload to {uri}: {e}") from e
+
+    def sync_up(self, source: Path, uri: str, uploaded: dict[str, float]) -> int:
+        """Upload files under `source` that are new or changed since the last sync (tracked in `uploaded`)."""
+        count = 0
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+            relative = path.relative_to(source).as_posix()
+            try:
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # the job replaced it between listing and upload; the next sync catches it
+            if uploaded.get(relative) == mtime:
+                continue
+            self.upload_file(path, f"{uri.rstrip('/')}/{relative}")
+            uploaded[relative] = mtime
+            count += 1
+        return count
+
+
+def directory_has_files(path: Path) -> bool:
+    return path.is_dir() and any(os.scandir(path))

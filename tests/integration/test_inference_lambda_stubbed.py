@@ -1,0 +1,274 @@
+"""The inference Lambda's handler on Function URL events, with SageMaker Runtime stubbed by shape."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from lambda_harness import FakeLambdaContext, load_event, load_lambda_module, streaming
+
+pytestmark = pytest.mark.integration
+
+app = load_lambda_module("inference", "app")
+from botocore.stub import Stubber  # noqa: E402
+from stepsage_lambda import clients  # noqa: E402
+
+ENDPOINT = "stepsage-dogs"
+ANSWER: dict[str, Any] = {
+    "predictions": [{"label": f"00{i}.breed", "score": round(0.5 / (i + 1), 4)} for i in range(5)],
+    "model": {"architecture": "resnet18", "num_classes": 133, "serving": {"mode": "fp32"}},
+}
+
+
+@pytest.fixture
+def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
+    monkeypatch.setenv("ENDPOINT_NAME", ENDPOINT)
+    for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "MAX_PAYLOAD_BYTES"):
+        monkeypatch.delenv(variable, raising=False)
+    clients.client.cache_clear()
+    # The factory caches its clients, so stubbing the instance it hands out stubs the handler's calls.
+    with Stubber(clients.client("sagemaker-runtime")) as stubber:
+        yield stubber
+        stubber.assert_no_pending_responses()
+    clients.client.cache_clear()
+
+
+def _invoke(event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    response = app.lambda_handler(event, FakeLambdaContext())
+    assert response["headers"]["Content-Type"] == "application/json"
+    return response["statusCode"], json.loads(response["body"])
+
+
+def _event_body(event: dict[str, Any]) -> bytes:
+    body = event["body"]
+    return base64.b64decode(body) if event["isBase64Encoded"] else body.encode()
+
+
+def _raw_event(data: bytes, content_type: str, query: dict[str, str] | None = None) -> dict[str, Any]:
+    event = copy.deepcopy(load_event("inference_post_image"))
+    event["body"] = base64.b64encode(data).decode()
+    event["headers"]["content-type"] = content_type
+    event["queryStringParameters"] = query or {}
+    event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in (query or {}).items())
+    return event
+
+
+def _emf_metrics(captured: str) -> dict[str, Any]:
+    """The metrics the handler flushed as CloudWatch EMF lines on stdout."""
+    for line in captured.splitlines():
+        if line.startswith("{") and "_aws" in line:
+            return json.loads(line)
+    raise AssertionError(f"no EMF line in {captured!r}")
+
+
+def _ok(stubber: Stubber, body: bytes, content_type: str, answer: dict[str, Any] = ANSWER) -> None:
+    payload = json.dumps(answer).encode()
+    stubber.add_response(
+        "invoke_endpoint",
+        {"Body": streaming(payload), "ContentType": "application/json"},
+        expected_params={
+            "EndpointName": ENDPOINT,
+            "Body": body,
+            "ContentType": content_type,
+            "Accept": "application/json",
+        },
+    )
+
+
+# ---- the happy paths ---------------------------------------------------------------------------------
+
+
+def test_raw_image_event_forwards_the_bytes_and_cuts_to_top_k(
+    runtime: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = load_event("inference_post_image")
+    _ok(runtime, _event_body(event), "image/jpeg")
+    status, document = _invoke(event)
+    assert status == 200
+    assert document["predictions"] == ANSWER["predictions"][:3]  # ?top_k=3 in the event
+    assert document["model"]["architecture"] == "resnet18"
+    emf = _emf_metrics(capsys.readouterr().out)
+    assert emf["EndpointName"] == ENDPOINT
+    assert emf["Top1Confidence"] == [0.5]  # EMF values are lists
+    assert emf["EndpointLatency"][0] >= 0
+    names = {m["Name"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"EndpointLatency", "Top1Confidence"} <= names
+
+
+def test_json_event_sends_the_decoded_image_raw(runtime: Stubber) -> None:
+    event = load_event("inference_post_json")
+    image = base64.b64decode(json.loads(event["body"])["image"])
+    _ok(runtime, image, "image/png")
+    status, document = _invoke(event)
+    assert status == 200
+    assert [p["label"] for p in document["predictions"]] == ["000.breed", "001.breed"]
+
+
+def test_a_top_k_above_the_default_travels_as_json(runtime: Stubber) -> None:
+    event = copy.deepcopy(load_event("inference_post_json"))
+    request = json.loads(event["body"])
+    request["top_k"] = 8
+    event["body"] = json.dumps(request)
+    many = {**ANSWER, "predictions": ANSWER["predictions"] * 2}
+    forwarded = json.dumps({"image": request["image"], "top_k": 8}).encode()
+    _ok(runtime, forwarded, "application/json", many)
+    status, document = _invoke(event)
+    assert status == 200
+    assert len(document["predictions"]) == 8
+
+
+def test_a_sniffed_format_overrides_the_declared_one(runtime: Stubber) -> None:
+    png = _pillow_png()
+    _ok(runtime, png, "image/png")
+    assert _invoke(_raw_event(png, "image/jpeg"))[0] == 200
+
+
+def _pillow_png() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 10), (1, 2, 3)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + crc
+
+
+# ---- refused before the endpoint (the stubber has nothing queued: a call would fail the test) ------
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "query", "status", "error"),
+    [
+        (b"\xff\xd8\xff\xe0", "text/plain", None, 415, "UnsupportedMediaType"),
+        (b"\x89PNG", "application/x-www-form-urlencoded", None, 415, "UnsupportedMediaType"),
+        (b"GIF89a\x01", "image/gif", None, 400, "UndecodableImage"),
+        (b"just some words", "image/jpeg", None, 400, "UndecodableImage"),
+        (b"", "image/jpeg", None, 400, "EmptyImage"),
+        (_png_bomb(100_000, 100_000), "image/png", None, 400, "TooManyPixels"),
+        (_png_bomb(20, 20), "image/png", {"top_k": "0"}, 400, "InvalidTopK"),
+    ],
+)
+def test_bad_requests_never_reach_the_endpoint(
+    runtime: Stubber, data: bytes, content_type: str, query: dict[str, str] | None, status: int, error: str
+) -> None:
+    got_status, document = _invoke(_raw_event(data, content_type, query))
+    assert (got_status, document["error"]) == (status, error)
+    assert document["message"]
+
+
+def test_oversize_is_413_under_the_configured_limit(
+    runtime: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event = load_event("inference_post_image")
+    monkeypatch.setenv("MAX_PAYLOAD_BYTES", str(len(_event_body(event)) - 1))
+    status, document = _invoke(event)
+    assert (status, document["error"]) == (413, "PayloadTooLarge")
+
+
+def test_bad_json_is_400(runtime: Stubber) -> None:
+    event = copy.deepcopy(load_event("inference_post_json"))
+    event["body"] = '{"image": "not*base64"}'
+    status, document = _invoke(event)
+    assert (status, document["error"]) == (400, "UndecodableImage")
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/"), ("POST", "/predict")])
+def test_routes_other_than_post_root_are_404(runtime: Stubber, method: str, path: str) -> None:
+    event = copy.deepcopy(load_event("inference_post_image"))
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["requestContext"]["http"]["method"] = method
+    assert app.lambda_handler(event, FakeLambdaContext())["statusCode"] == 404
+
+
+# ---- the endpoint's own errors -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "http_status", "modeled", "status", "error", "message_part"),
+    [
+        (
+            "ModelError",
+            424,
+            {
+                "OriginalStatusCode": 400,
+                "OriginalMessage": '{"message": "the image is corrupt or truncated"}',
+            },
+            400,
+            "EndpointRejected",
+            "the image is corrupt",
+        ),
+        (
+            "ModelError",
+            424,
+            {"OriginalStatusCode": 415, "OriginalMessage": '{"message": "content type nope"}'},
+            415,
+            "EndpointRejected",
+            "content type nope",
+        ),
+        (
+            "ModelError",
+            424,
+            {"OriginalStatusCode": 500, "OriginalMessage": '{"message": "model error: RuntimeError: boom"}'},
+            502,
+            "EndpointFailed",
+            "boom",
+        ),
+        ("ModelNotReadyException", 429, {}, 503, "EndpointUnavailable", "not ready"),
+        ("ServiceUnavailable", 503, {}, 503, "EndpointUnavailable", "not ready"),
+        ("ValidationError", 400, {}, 503, "EndpointUnavailable", "cannot serve"),
+        ("ThrottlingException", 400, {}, 503, "EndpointUnavailable", "busy"),
+        ("InternalFailure", 500, {}, 503, "EndpointUnavailable", "busy"),
+        ("AccessDeniedException", 403, {}, 502, "EndpointFailed", "failed"),
+    ],
+)
+def test_endpoint_errors_map_to_clear_statuses(
+    runtime: Stubber,
+    code: str,
+    http_status: int,
+    modeled: dict[str, Any],
+    status: int,
+    error: str,
+    message_part: str,
+) -> None:
+    event = load_event("inference_post_image")
+    runtime.add_client_error(
+        "invoke_endpoint",
+        service_error_code=code,
+        service_message=f"{code} from the stub",
+        http_status_code=http_status,
+        modeled_fields=modeled or None,
+        expected_params={
+            "EndpointName": ENDPOINT,
+            "Body": _event_body(event),
+            "ContentType": "image/jpeg",
+            "Accept": "application/json",
+        },
+    )
+    got_status, document = _invoke(event)
+    assert (got_status, document["error"]) == (status, error)
+    assert message_part in document["message"]
+
+
+def test_an_answer_that_is_not_json_is_a_bad_gateway(runtime: Stubber) -> None:
+    event = load_event("inference_post_image")
+    runtime.add_response("invoke_endpoint", {"Body": streaming(b"<html>oops</html>")})
+    status, document = _invoke(event)
+    assert (status, document["error"]) == (502, "EndpointFailed")
+
+
+def test_rejections_count_as_a_metric(runtime: Stubber, capsys: pytest.CaptureFixture[str]) -> None:
+    _invoke(_raw_event(b"words", "text/plain"))
+    emf = _emf_metrics(capsys.readouterr().out)
+    assert emf["RejectedRequests"] == [1.0]
+    assert "Top1Confidence" not in emf
