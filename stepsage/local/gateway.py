@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -139,6 +140,8 @@ class GatewayServer:
     def __init__(self, app: Gateway, host: str = "127.0.0.1", port: int = 4566) -> None:
         from moto.moto_server.werkzeug_app import MotoRequestHandler
 
+        # One access-log line per S3 object would bury the pipeline's progress.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.server: BaseWSGIServer = make_server(
             host, port, app, threaded=True, request_handler=MotoRequestHandler
         )

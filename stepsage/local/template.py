@@ -8,67 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from stepsage.aws import cfn_yaml
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
 
 
-@dataclass(frozen=True)
-class Intrinsic:
-    """A CloudFormation short-form tag such as `!Ref X`, kept as its long form's name and argument."""
-
-    name: str
-    value: Any
-
-
-class _CfnLoader(yaml.SafeLoader):
-    pass
-
-
-_TAGS = {
-    "Ref": "Ref",
-    "Sub": "Fn::Sub",
-    "GetAtt": "Fn::GetAtt",
-    "Join": "Fn::Join",
-    "If": "Fn::If",
-    "Equals": "Fn::Equals",
-    "Not": "Fn::Not",
-    "And": "Fn::And",
-    "Or": "Fn::Or",
-    "Select": "Fn::Select",
-    "Split": "Fn::Split",
-    "FindInMap": "Fn::FindInMap",
-    "Base64": "Fn::Base64",
-    "GetAZs": "Fn::GetAZs",
-    "ImportValue": "Fn::ImportValue",
-    "Condition": "Condition",
-}
-
-
-def _construct(tag: str):
-    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> Intrinsic:
-        if isinstance(node, yaml.ScalarNode):
-            value: Any = loader.construct_scalar(node)
-            if tag == "Fn::GetAtt":
-                value = str(value).split(".", 1)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-        return Intrinsic(tag, value)
-
-    return construct
-
-
-for _short, _long in _TAGS.items():
-    _CfnLoader.add_constructor("!" + _short, _construct(_long))
-
-
 def load_template(path: str | Path) -> dict[str, Any]:
-    """Parse a CloudFormation/SAM YAML template, keeping `!Tags` as Intrinsic values."""
-    with open(path, encoding="utf-8") as handle:
-        return yaml.load(handle, Loader=_CfnLoader)
+    """Parse a CloudFormation/SAM YAML template into its JSON form (`!Ref X` -> {"Ref": "X"})."""
+    return cfn_yaml.load(path)
 
 
 class TemplateError(ValueError):
@@ -240,8 +188,6 @@ class _Resolver:
         return re.sub(r"\$\{([^}]+)\}", replace, text)
 
     def resolve(self, value: Any) -> Any:
-        if isinstance(value, Intrinsic):
-            value = {value.name: value.value}
         if isinstance(value, list):
             return [r for r in (self.resolve(v) for v in value) if r is not None]
         if not isinstance(value, dict):
@@ -293,10 +239,13 @@ class _Resolver:
 
 
 def _merge_globals(props: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """SAM's Globals rules: maps merge, lists append (Globals first), anything else is overridden."""
     merged = dict(defaults)
     for key, value in props.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _merge_globals(value, merged[key])
+        elif isinstance(value, list) and isinstance(merged.get(key), list):
+            merged[key] = merged[key] + value
         else:
             merged[key] = value
     return merged
@@ -360,9 +309,7 @@ def resolve_stack(
             props = resolver.resolve(_merge_globals(raw_props, function_globals))
             layers = []
             for layer in _merge_globals(raw_props, function_globals).get("Layers", []):
-                if isinstance(layer, Intrinsic) and layer.name == "Ref":
-                    layers.append(layer.value)
-                elif isinstance(layer, dict) and "Ref" in layer:
+                if isinstance(layer, dict) and "Ref" in layer:
                     layers.append(layer["Ref"])
             environment = {
                 k: str(v) for k, v in ((props.get("Environment") or {}).get("Variables") or {}).items()
