@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[ml,local,report,dev]'
 	@touch $(STAMP)
 
+LAMBDA_DIRS := $(filter-out lambdas/common/,$(wildcard lambdas/*/))
 DEMO_DATA := data/digits
 
 $(DEMO_DATA)/train:
@@ -32,7 +33,9 @@ demo: setup $(DEMO_DATA)/train
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy stepsage training_code inference_code lambdas scripts
+	$(VENV)/bin/mypy stepsage training_code inference_code scripts lambdas/common
+	@# Every Lambda has its own app.py, so each folder is checked on its own, against the shared layer.
+	@for fn in $(LAMBDA_DIRS); do MYPYPATH=lambdas/common $(VENV)/bin/mypy $$fn || exit 1; done
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torchvision import models
@@ -27,7 +29,7 @@ def head_of(model: nn.Module) -> tuple[nn.Module, str]:
     """The module that holds the classifier's last Linear, and that Linear's attribute name."""
     if isinstance(getattr(model, "fc", None), nn.Linear):
         return model, "fc"
-    classifier = model.classifier  # type: ignore[attr-defined]
+    classifier = cast(nn.Sequential, model.classifier)
     return classifier, str(len(classifier) - 1)
 
 
@@ -40,12 +42,9 @@ def build_model(name: str, num_classes: int, weights: str = "none") -> nn.Module
     builder = ARCHITECTURES[name][0]
     model = builder(weights=_weights_enum(name) if weights == "imagenet" else None)
     parent, attr = head_of(model)
-    old: nn.Linear = getattr(parent, attr) if not attr.isdigit() else parent[int(attr)]
-    new = nn.Linear(old.in_features, num_classes)
-    if attr.isdigit():
-        parent[int(attr)] = new
-    else:
-        setattr(parent, attr, new)
+    old = cast(nn.Linear, parent.get_submodule(attr))
+    # Module.__setattr__ replaces a registered child in place, also a Sequential's "3".
+    setattr(parent, attr, nn.Linear(old.in_features, num_classes))
     return model
 
 

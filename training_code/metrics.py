@@ -35,7 +35,9 @@ def format_test_line(accuracy: float) -> str:
     return f"test_accuracy={accuracy:.6g}"
 
 
-def parse_metrics(log_text: str, definitions: list[dict[str, str]] = METRIC_DEFINITIONS) -> dict[str, list[float]]:
+def parse_metrics(
+    log_text: str, definitions: list[dict[str, str]] = METRIC_DEFINITIONS
+) -> dict[str, list[float]]:
     """Every value each definition matches in a log, in order (SageMaker keeps the last as final)."""
     found: dict[str, list[float]] = {}
     for definition in definitions:

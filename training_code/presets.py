@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from torchvision.transforms import v2 as T
-
 import torch
+from torchvision.transforms import v2 as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -14,7 +13,7 @@ AUGMENTATIONS = ("none", "light", "standard", "strong")
 
 
 def resize_size(image_size: int) -> int:
-    return int(round(image_size / CROP_RATIO))
+    return round(image_size / CROP_RATIO)
 
 
 def eval_transform(image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> T.Compose:
@@ -44,7 +43,11 @@ def train_transform(
     if augment == "light":
         steps += [T.RandomResizedCrop(image_size, scale=(0.6, 1.0), antialias=True)]
     else:
-        steps += [T.RandomResizedCrop(image_size, scale=(0.25 if augment == "strong" else 0.35, 1.0), antialias=True)]
+        steps += [
+            T.RandomResizedCrop(
+                image_size, scale=(0.25 if augment == "strong" else 0.35, 1.0), antialias=True
+            )
+        ]
     if hflip:
         steps.append(T.RandomHorizontalFlip())
     if augment == "strong":

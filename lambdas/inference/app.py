@@ -1,4 +1,4 @@
-"""Inference: POST an image to the Function URL, get the endpoint's top-k labels back."""
+"""Inference: POST an image to the Function URL (`/` or `/<dataset>`) for top-k labels; GET it for a page."""
 
 from __future__ import annotations
 
@@ -17,16 +17,20 @@ from endpoint_runtime import EndpointRuntime
 from image_request import (
     Limits,
     RequestRejected,
+    dataset_endpoint_name,
+    default_endpoint_name,
     endpoint_payload,
     parse_request,
     shape_response,
     top1_confidence,
 )
+from inference_page import load_page
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "stepsage")
 app = LambdaFunctionUrlResolver()
+PAGE = load_page()  # once per cold start; a package without page.html fails at init, loudly
 
 
 def request_body() -> bytes:
@@ -35,9 +39,29 @@ def request_body() -> bytes:
     return base64.b64decode(body) if event.is_base64_encoded else body.encode("utf-8")
 
 
+@app.get("/")
+def page() -> Response:
+    metrics.add_metric(name="PageViews", unit=MetricUnit.Count, value=1)
+    return Response(status_code=200, body=PAGE.html, headers=dict(PAGE.headers))
+
+
+@app.get("/<dataset>")
+def dataset_page(dataset: str) -> Response:
+    dataset_endpoint_name(dataset)  # a name no dataset can have gets its 400 here, not after an upload
+    return page()
+
+
 @app.post("/")
-def classify() -> dict[str, Any]:
-    endpoint_name = os.environ["ENDPOINT_NAME"]
+def classify_default() -> dict[str, Any]:
+    return classify(default_endpoint_name(os.environ))
+
+
+@app.post("/<dataset>")
+def classify_dataset(dataset: str) -> dict[str, Any]:
+    return classify(dataset_endpoint_name(dataset))
+
+
+def classify(endpoint_name: str) -> dict[str, Any]:
     metrics.add_dimension(name="EndpointName", value=endpoint_name)
     limits = Limits.from_env(os.environ)
     event = app.current_event
@@ -69,8 +93,28 @@ def rejected(error: RequestRejected) -> Response:
     )
 
 
+@app.not_found
+def no_route(error: Exception) -> Response:
+    metrics.add_metric(name="RejectedRequests", unit=MetricUnit.Count, value=1)
+    event = app.current_event
+    return Response(
+        status_code=404,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps(
+            {
+                "message": f"no route for {event.http_method} {event.path}: GET / or /<dataset> for the "
+                "page, POST an image to / or /<dataset> for labels",
+                "error": "NotFound",
+            }
+        ),
+    )
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    response = app.resolve(event, context)
+    # JSON answers and 404s too: no browser may read any of them as another type.
+    response.setdefault("headers", {})["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -7,7 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools import Tracer
 from botocore.exceptions import BotoCoreError, ClientError
-from image_request import EndpointFailed, EndpointUnavailable, endpoint_error
+from image_request import EndpointFailed, EndpointNotFound, EndpointUnavailable, endpoint_error
 from stepsage_lambda.clients import client as aws_client
 
 tracer = Tracer()
@@ -40,8 +40,12 @@ class EndpointRuntime:
         except (errors.ModelNotReadyException, errors.ServiceUnavailable) as e:
             raise EndpointUnavailable(f"endpoint {self.endpoint_name} is not ready; retry shortly") from e
         except errors.ValidationError as e:
-            # Our own request is checked before the call, so this is a missing or misconfigured endpoint.
-            raise EndpointUnavailable(f"endpoint {self.endpoint_name} cannot serve: {_message(e)}") from e
+            # Our own request is checked before the call, so this is an endpoint that does not exist or is
+            # not in service; SageMaker Runtime gives both the one error type.
+            raise EndpointNotFound(
+                f"endpoint {self.endpoint_name} is not serving: it does not exist or is not in service yet "
+                f"(a dataset's endpoint appears after its first successful run). SageMaker: {_message(e)}"
+            ) from e
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in _TRANSIENT_CODES:
                 raise EndpointUnavailable(f"endpoint {self.endpoint_name} is busy; retry shortly") from e

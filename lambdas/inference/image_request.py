@@ -1,14 +1,17 @@
-"""Pure request logic of the inference Lambda: validate an image cheaply before it reaches the endpoint."""
+"""Pure request logic of the inference Lambda: the endpoint to call, and a cheap check of the image."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from stepsage_lambda import naming
 
 DEFAULT_TOP_K = 5  # what the endpoint returns for a raw image (inference_code/inference.py)
 MAX_TOP_K = 100
@@ -17,6 +20,9 @@ DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # the endpoint's own limit (inference.py DEFAULT_MAX_IMAGE_PIXELS)
 RAW_CONTENT_TYPES = ("application/x-image", "application/octet-stream")
 JSON_CONTENT_TYPE = "application/json"
+# What a dataset may be called in a URL path: the path arrives percent-encoded, so anything wider would
+# need decoding rules of its own. Names outside SageMaker's alphabet still map, by naming.endpoint_name.
+DATASET_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # What the endpoint is told for each sniffed format; it decodes these and nothing else.
 ENDPOINT_CONTENT_TYPES = {
     "jpeg": "image/jpeg",
@@ -62,6 +68,14 @@ class TooManyPixels(RequestRejected):
 
 class InvalidTopK(RequestRejected):
     pass
+
+
+class InvalidDataset(RequestRejected):
+    pass
+
+
+class EndpointNotFound(RequestRejected):
+    status_code = 404
 
 
 class EndpointRejected(RequestRejected):
@@ -204,6 +218,30 @@ def image_info(data: bytes) -> ImageInfo:
     if width <= 0 or height <= 0:
         raise UndecodableImage(f"the {fmt.upper()} header claims {width}x{height} pixels")
     return ImageInfo(fmt, width, height)
+
+
+# ---- which endpoint ----------------------------------------------------------------------------------
+
+
+def dataset_endpoint_name(dataset: str) -> str:
+    """`POST /<dataset>` -> the endpoint the deploy step gives that dataset (`stepsage-<dataset>`)."""
+    if not DATASET_SEGMENT.match(dataset):
+        raise InvalidDataset(
+            f"{dataset[:120]!r} is not a dataset name: use 1 to 100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (datasets/<name>.zip serves from POST /<name>)"
+        )
+    return naming.endpoint_name(dataset)
+
+
+def default_endpoint_name(env: Mapping[str, str]) -> str:
+    """`POST /` -> the endpoint named by ENDPOINT_NAME (the stack's served dataset)."""
+    name = (env.get("ENDPOINT_NAME") or "").strip()
+    if not name:
+        raise EndpointNotFound(
+            "this URL has no default endpoint (ENDPOINT_NAME is not set): POST /<dataset> to reach the "
+            "endpoint of datasets/<dataset>.zip"
+        )
+    return name
 
 
 # ---- requests --------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ class TuningSettings:
 
 def static_hyperparameters(settings: TrainingSettings, code_uri: str, epochs: int) -> dict[str, str]:
     return {
+        **settings.extra_hyperparameters,
         hp.MODEL: settings.model_architecture,
         hp.WEIGHTS: settings.weights,
         hp.IMAGE_SIZE: settings.image_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import tomllib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +23,24 @@ from stepsage.local.template import ACCOUNT_ID, REGION, LocalStack, resolve_stac
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PORT = 4566
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+
+
+def samconfig_overrides(root: Path, environment: str = "local") -> dict[str, str]:
+    """The `parameter_overrides` of samconfig.toml's `[<environment>.deploy.parameters]`, as a dict."""
+    path = root / "samconfig.toml"
+    if not path.exists():
+        return {}
+    with open(path, "rb") as handle:
+        config = tomllib.load(handle)
+    raw = config.get(environment, {}).get("deploy", {}).get("parameters", {}).get("parameter_overrides", [])
+    items = raw.split() if isinstance(raw, str) else list(raw)
+    overrides = {}
+    for item in items:
+        name, sep, value = str(item).partition("=")
+        if not sep:
+            raise ValueError(f"samconfig.toml [{environment}]: {item!r} is not Name=Value")
+        overrides[name] = value.strip('"')
+    return overrides
 
 
 @dataclass
@@ -46,8 +65,10 @@ class LocalCloud:
 
     def __init__(self, settings: CloudSettings | None = None) -> None:
         self.settings = settings or CloudSettings()
+        # The local profile in samconfig.toml first, then what the caller asked for.
+        parameters = {**samconfig_overrides(self.settings.root), **self.settings.parameters}
         self.stack: LocalStack = resolve_stack(
-            self.settings.root / "template.yaml", self.settings.stack_name, self.settings.parameters
+            self.settings.root / "template.yaml", self.settings.stack_name, parameters
         )
         state = self.settings.state_dir
         self.builder = LambdaBuilder(

@@ -57,7 +57,9 @@ class ProgressPrinter:
             suffix = f": {details.get('error')} {details.get('cause', '')[:300]}" if details else ""
             self._line(f"pipeline {kind.removeprefix('Execution').upper()}{suffix}")
         elif kind.endswith("Failed") and kind != "ExecutionFailed":
-            failure: dict[str, Any] = next((v for k, v in event.items() if k.endswith("FailedEventDetails")), {})
+            failure: dict[str, Any] = next(
+                (v for k, v in event.items() if k.endswith("FailedEventDetails")), {}
+            )
             self._line(f"error  {kind}: {failure.get('error', '')} {str(failure.get('cause', ''))[:200]}")
 
     def _sagemaker_event(self, event: dict[str, Any]) -> None:

@@ -43,7 +43,16 @@ def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
 def _invoke(event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     response = app.lambda_handler(event, FakeLambdaContext())
     assert response["headers"]["Content-Type"] == "application/json"
+    assert response["headers"]["X-Content-Type-Options"] == "nosniff"
     return response["statusCode"], json.loads(response["body"])
+
+
+def _at(event: dict[str, Any], path: str, method: str | None = None) -> dict[str, Any]:
+    moved = copy.deepcopy(event)
+    moved["rawPath"] = moved["requestContext"]["http"]["path"] = path
+    if method:
+        moved["requestContext"]["http"]["method"] = method
+    return moved
 
 
 def _event_body(event: dict[str, Any]) -> bytes:
@@ -68,13 +77,19 @@ def _emf_metrics(captured: str) -> dict[str, Any]:
     raise AssertionError(f"no EMF line in {captured!r}")
 
 
-def _ok(stubber: Stubber, body: bytes, content_type: str, answer: dict[str, Any] = ANSWER) -> None:
+def _ok(
+    stubber: Stubber,
+    body: bytes,
+    content_type: str,
+    answer: dict[str, Any] = ANSWER,
+    endpoint: str = ENDPOINT,
+) -> None:
     payload = json.dumps(answer).encode()
     stubber.add_response(
         "invoke_endpoint",
         {"Body": streaming(payload), "ContentType": "application/json"},
         expected_params={
-            "EndpointName": ENDPOINT,
+            "EndpointName": endpoint,
             "Body": body,
             "ContentType": content_type,
             "Accept": "application/json",
@@ -183,12 +198,108 @@ def test_bad_json_is_400(runtime: Stubber) -> None:
     assert (status, document["error"]) == (400, "UndecodableImage")
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/"), ("POST", "/predict")])
-def test_routes_other_than_post_root_are_404(runtime: Stubber, method: str, path: str) -> None:
-    event = copy.deepcopy(load_event("inference_post_image"))
-    event["rawPath"] = event["requestContext"]["http"]["path"] = path
-    event["requestContext"]["http"]["method"] = method
-    assert app.lambda_handler(event, FakeLambdaContext())["statusCode"] == 404
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/dogs/predict"), ("POST", "/dogs/"), ("DELETE", "/"), ("PUT", "/dogs")]
+)
+def test_other_routes_are_404_with_the_routes_named(runtime: Stubber, method: str, path: str) -> None:
+    status, document = _invoke(_at(load_event("inference_post_image"), path, method))
+    assert (status, document["error"]) == (404, "NotFound")
+    assert f"{method} {path}" in document["message"]
+    assert "POST an image to / or /<dataset>" in document["message"]
+
+
+# ---- one endpoint per dataset --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dataset", "endpoint"), [("dogImages", "stepsage-dogImages"), ("cats-v2", "stepsage-cats-v2")]
+)
+def test_post_to_a_dataset_calls_its_endpoint(runtime: Stubber, dataset: str, endpoint: str) -> None:
+    event = _at(load_event("inference_post_image"), f"/{dataset}")
+    _ok(runtime, _event_body(event), "image/jpeg", endpoint=endpoint)
+    status, document = _invoke(event)
+    assert status == 200
+    assert document["predictions"] == ANSWER["predictions"][:3]
+
+
+def test_the_dataset_event_reaches_the_deploy_steps_endpoint_name(runtime: Stubber) -> None:
+    from stepsage_lambda.naming import endpoint_name
+
+    event = load_event("inference_post_dataset")
+    dataset = event["rawPath"].strip("/")
+    _ok(runtime, _event_body(event), "image/jpeg", endpoint=endpoint_name(dataset))
+    assert _invoke(event)[0] == 200
+
+
+def test_a_dataset_name_outside_the_deploy_alphabet_gets_its_hashed_endpoint(runtime: Stubber) -> None:
+    from stepsage_lambda.naming import endpoint_name
+
+    event = _at(load_event("inference_post_image"), "/dog_breeds.v2")
+    _ok(runtime, _event_body(event), "image/jpeg", endpoint=endpoint_name("dog_breeds.v2"))
+    assert _invoke(event)[0] == 200
+
+
+@pytest.mark.parametrize("path", ["/dog%20breeds", "/-dogs", "/" + "x" * 101, "/..", "/%2e%2e"])
+def test_a_segment_that_no_dataset_can_have_is_400_before_any_call(runtime: Stubber, path: str) -> None:
+    status, document = _invoke(_at(load_event("inference_post_image"), path))
+    assert (status, document["error"]) == (400, "InvalidDataset")
+    assert "letters, digits" in document["message"]
+
+
+def test_an_unknown_datasets_endpoint_is_404_with_its_name(runtime: Stubber) -> None:
+    event = _at(load_event("inference_post_image"), "/nosuchset")
+    runtime.add_client_error(
+        "invoke_endpoint",
+        service_error_code="ValidationError",
+        service_message="Endpoint stepsage-nosuchset of account 123456789012 not found.",
+        http_status_code=400,
+        expected_params={
+            "EndpointName": "stepsage-nosuchset",
+            "Body": _event_body(event),
+            "ContentType": "image/jpeg",
+            "Accept": "application/json",
+        },
+    )
+    status, document = _invoke(event)
+    assert (status, document["error"]) == (404, "EndpointNotFound")
+    assert "stepsage-nosuchset" in document["message"] and "not found" in document["message"]
+
+
+def test_without_a_default_endpoint_root_is_404_and_datasets_still_serve(
+    runtime: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ENDPOINT_NAME")
+    event = load_event("inference_post_image")
+    status, document = _invoke(event)
+    assert (status, document["error"]) == (404, "EndpointNotFound")
+    assert "ENDPOINT_NAME" in document["message"]
+    _ok(runtime, _event_body(event), "image/jpeg", endpoint="stepsage-dogs")
+    assert _invoke(_at(event, "/dogs"))[0] == 200
+
+
+# ---- the page -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/dogImages"])
+def test_get_serves_the_page_with_its_security_headers(
+    runtime: Stubber, path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    response = app.lambda_handler(_at(load_event("inference_get_page"), path), FakeLambdaContext())
+    assert _emf_metrics(capsys.readouterr().out)["PageViews"] == [1.0]
+    assert response["statusCode"] == 200
+    assert response["isBase64Encoded"] is False
+    headers = response["headers"]
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    policy = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "script-src 'sha256-" in policy and "unsafe" not in policy
+    assert response["body"] == app.PAGE.html
+    assert response["body"].startswith("<!doctype html>")
+
+
+def test_get_of_a_name_no_dataset_can_have_is_400(runtime: Stubber) -> None:
+    status, document = _invoke(_at(load_event("inference_get_page"), "/not%20a%20dataset"))
+    assert (status, document["error"]) == (400, "InvalidDataset")
 
 
 # ---- the endpoint's own errors -----------------------------------------------------------------------
@@ -226,7 +337,7 @@ def test_routes_other_than_post_root_are_404(runtime: Stubber, method: str, path
         ),
         ("ModelNotReadyException", 429, {}, 503, "EndpointUnavailable", "not ready"),
         ("ServiceUnavailable", 503, {}, 503, "EndpointUnavailable", "not ready"),
-        ("ValidationError", 400, {}, 503, "EndpointUnavailable", "cannot serve"),
+        ("ValidationError", 400, {}, 404, "EndpointNotFound", "does not exist or is not in service"),
         ("ThrottlingException", 400, {}, 503, "EndpointUnavailable", "busy"),
         ("InternalFailure", 500, {}, 503, "EndpointUnavailable", "busy"),
         ("AccessDeniedException", 403, {}, 502, "EndpointFailed", "failed"),

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "training_code"))
-import architectures  # noqa: E402
+import architectures
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +33,7 @@ def test_unknown_model_lists_allowed_values():
 
 
 def test_unknown_weights_lists_allowed_values():
-    with pytest.raises(ValueError, match="imagenet, none"):
+    with pytest.raises(ValueError, match=r"imagenet, none"):
         architectures.build_model("resnet18", 3, weights="coco")
 
 
@@ -46,5 +46,5 @@ def test_state_round_trip_uses_weights_only(tmp_path):
         assert torch.equal(value, clone.state_dict()[key])
     # A pickled object (not plain tensors) is refused by weights_only loading.
     torch.save({"evil": object()}, tmp_path / "bad.pth")
-    with pytest.raises(Exception, match="[Ww]eights only"):
+    with pytest.raises(Exception, match=r"[Ww]eights only"):
         architectures.load_state(model, str(tmp_path / "bad.pth"))

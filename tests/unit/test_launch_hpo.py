@@ -158,3 +158,13 @@ def test_bad_settings_name_the_allowed_values() -> None:
         _request(TUNING_STRATEGY="Annealing")
     with pytest.raises(ConfigurationError, match="USE_SPOT_TRAINING"):
         _request(USE_SPOT_TRAINING="maybe")
+
+
+def test_extra_hyperparameters_reach_every_trial_and_bad_ones_are_refused() -> None:
+    static = _request(EXTRA_HYPERPARAMETERS="hflip=off, patience=3")["TrainingJobDefinition"][
+        "StaticHyperParameters"
+    ]
+    assert (static["hflip"], static["patience"]) == ("off", "3")
+    for bad in ("hflip", "Hflip=off", "sagemaker_program=x.py", "lr="):
+        with pytest.raises(ConfigurationError, match="EXTRA_HYPERPARAMETERS"):
+            _request(EXTRA_HYPERPARAMETERS=bad)

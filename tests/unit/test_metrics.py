@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "training_code"))
-import metrics  # noqa: E402
+import metrics
 
 pytestmark = pytest.mark.unit
 

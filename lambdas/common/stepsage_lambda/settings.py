@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stepsage_lambda.errors import ConfigurationError
 
@@ -67,6 +68,22 @@ def choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default:
     raise ConfigurationError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
 
 
+_HYPERPARAMETER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+def hyperparameter_pairs(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """`EXTRA_HYPERPARAMETERS="hflip=off augment=light"`: more of train.py's options, fixed for every job."""
+    pairs: dict[str, str] = {}
+    for item in (env.get(name) or "").replace(",", " ").split():
+        key, sep, value = item.partition("=")
+        if not sep or not _HYPERPARAMETER_NAME.match(key) or not value:
+            raise ConfigurationError(f"{name}: {item!r} is not name=value with a lower-case option name")
+        if key.startswith("sagemaker"):
+            raise ConfigurationError(f"{name}: {key!r} is the platform's, not the training script's")
+        pairs[key] = value
+    return pairs
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     """What every training job of a run shares: image, hardware, limits, spot and where outputs go."""
@@ -87,6 +104,7 @@ class TrainingSettings:
     epochs: int
     final_epochs: int
     debugger_mode: str
+    extra_hyperparameters: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TrainingSettings:
@@ -112,4 +130,5 @@ class TrainingSettings:
             epochs=epochs,
             final_epochs=integer(env, "FINAL_EPOCHS", epochs, minimum=1),
             debugger_mode=choice(env, "DEBUGGER_MODE", DEBUGGER_MODES, "embedded"),
+            extra_hyperparameters=hyperparameter_pairs(env, "EXTRA_HYPERPARAMETERS"),
         )

@@ -1,0 +1,1 @@
+"""Run reports: what one pipeline execution did, drawn from the AWS APIs."""

@@ -1,0 +1,977 @@
+"""SageMaker script-mode training: an ImageFolder dataset in, a served-as-is model artifact out."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import checkpoints
+import evaluation
+import hardware
+import metrics
+import numpy as np
+import presets
+import torch
+import torchvision
+from architectures import ARCHITECTURES, WEIGHTS_CHOICES, build_model, head_of
+from torch import nn
+
+import data
+
+CODE_DIR = Path(__file__).resolve().parent
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "step", "constant")
+TRAINABLE = ("all", "last", "head")
+CACHE_MODES = ("auto", "on", "off")
+ON_OFF = {
+    "on": True,
+    "off": False,
+    "true": True,
+    "false": False,
+    "1": True,
+    "0": False,
+    "yes": True,
+    "no": False,
+}
+# Hyperparameters that change how a run computes, not what it computes: a restarted job may differ in them
+# and still resume its checkpoint.
+PATH_KEYS = ("train", "valid", "test", "model_dir", "output_data_dir")
+OPERATIONAL = ("workers", "cache", "device", "precision", "debug_hook", "hook_save_interval",
+               "hook_activations", "profile", "checkpoint_dir", *PATH_KEYS)  # fmt: skip
+
+
+class TrainingError(Exception):
+    """A run that cannot proceed; the message says what to change."""
+
+
+# --------------------------------------------------------------------------------------------- arguments
+
+
+def _on_off(value: str) -> bool:
+    key = str(value).strip().lower()
+    if key not in ON_OFF:
+        raise argparse.ArgumentTypeError(f"invalid value {value!r} (choose from 'on', 'off')")
+    return ON_OFF[key]
+
+
+def _auto_or(kind: type) -> Any:
+    def parse(value: str) -> Any:
+        if str(value).strip().lower() == "auto":
+            return "auto"
+        try:
+            return kind(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(
+                f"invalid value {value!r}: expected 'auto' or a {kind.__name__}"
+            ) from e
+
+    parse.__name__ = f"auto or {kind.__name__}"
+    return parse
+
+
+def _positive(kind: type) -> Any:
+    def parse(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"invalid value {value!r}: expected a {kind.__name__}") from e
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"invalid value {value!r}: must be > 0")
+        return number
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _json_object(value: str) -> dict[str, dict[str, Any]]:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"invalid JSON {value!r}: {e.msg}") from e
+    if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
+        raise argparse.ArgumentTypeError(f"expected an object of objects by rule name, got {value!r}")
+    return parsed
+
+
+def _dashed(token: str) -> str:
+    """`--batch_size` -> `--batch-size`: tuning tools and people spell hyperparameters both ways."""
+    if not token.startswith("--") or token.startswith(("--sagemaker_", "--sagemaker-")):
+        return token
+    key, sep, value = token.partition("=")
+    return key.replace("_", "-") + sep + value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # A job that dies on a bad hyperparameter should say which in SageMaker's FailureReason too.
+        write_failure(os.environ.get("SM_OUTPUT_DATA_DIR"), f"invalid hyperparameters: {message}")
+        super().error(message)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = _Parser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        default="auto",
+        choices=("auto", *ARCHITECTURES),
+        help="backbone; auto: resnet50 with ImageNet weights, resnet18 from scratch",
+    )
+    model.add_argument(
+        "--weights",
+        default="imagenet",
+        choices=WEIGHTS_CHOICES,
+        help="start from ImageNet weights (downloaded) or from random initialisation",
+    )
+    model.add_argument(
+        "--trainable",
+        default="all",
+        choices=TRAINABLE,
+        help="which part trains: the whole network, the last block and head, or the head only",
+    )
+    model.add_argument(
+        "--image-size",
+        default="auto",
+        type=_auto_or(int),
+        help="square input side in px; auto: 224 with ImageNet weights, else the training "
+        "images' median short side clamped to 32..224",
+    )
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", default=20, type=_positive(int))
+    optim.add_argument("--batch-size", default=64, type=_positive(int))
+    optim.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
+    optim.add_argument(
+        "--lr",
+        default="auto",
+        type=_auto_or(float),
+        help="peak learning rate of the head; auto depends on optimizer, weights and batch size",
+    )
+    optim.add_argument(
+        "--backbone-lr-scale",
+        default="auto",
+        type=_auto_or(float),
+        help="backbone lr = lr x this; auto: 0.1 when fine-tuning ImageNet weights, else 1",
+    )
+    optim.add_argument(
+        "--weight-decay",
+        default="auto",
+        type=_auto_or(float),
+        help="auto: 0.05 for adamw, 1e-4 for sgd; never applied to biases and norm layers",
+    )
+    optim.add_argument("--momentum", default=0.9, type=float, help="sgd only (Nesterov)")
+    optim.add_argument(
+        "--schedule",
+        default="cosine",
+        choices=SCHEDULES,
+        help="per-step lr schedule after warmup: cosine to zero, x0.1 at 50%% and 75%%, or flat",
+    )
+    optim.add_argument("--warmup-epochs", default=1.0, type=float, help="linear warmup length, in epochs")
+    optim.add_argument("--label-smoothing", default=0.1, type=float)
+    optim.add_argument("--augment", default="standard", choices=presets.AUGMENTATIONS)
+    optim.add_argument(
+        "--hflip",
+        default=True,
+        type=_on_off,
+        metavar="{on,off}",
+        help="random horizontal flips (turn off for text, digits and other chiral classes)",
+    )
+    optim.add_argument(
+        "--patience",
+        default=5,
+        type=int,
+        help="stop after this many epochs without a better valid accuracy; 0 never stops",
+    )
+    optim.add_argument(
+        "--min-delta", default=0.0, type=float, help="smallest valid accuracy gain that counts"
+    )
+    optim.add_argument("--seed", default=42, type=int)
+    system = parser.add_argument_group("system")
+    system.add_argument(
+        "--workers",
+        default="auto",
+        type=_auto_or(int),
+        help="DataLoader worker processes; auto: 0 on 1-2 cores, else cores-1 up to 8",
+    )
+    system.add_argument(
+        "--cache",
+        default="auto",
+        choices=CACHE_MODES,
+        help="keep decoded images in memory; auto: when they fit in min(2 GiB, 1/4 of RAM)",
+    )
+    system.add_argument("--device", default="auto", choices=hardware.DEVICES)
+    system.add_argument(
+        "--precision",
+        default="auto",
+        choices=hardware.PRECISIONS,
+        help="auto: bf16/fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32",
+    )
+    system.add_argument(
+        "--debug-hook",
+        default=False,
+        type=_on_off,
+        metavar="{on,off}",
+        help="record tensors with smdebug (forces fp32) and evaluate the rules at the end",
+    )
+    system.add_argument("--hook-save-interval", default=10, type=_positive(int))
+    system.add_argument(
+        "--rule-params",
+        default="{}",
+        type=_json_object,
+        help="JSON overrides of the rules' parameters by rule name, "
+        'e.g. {"Overfit": {"ratio_threshold": 0.3}}',
+    )
+    system.add_argument("--hook-activations", default=True, type=_on_off, metavar="{on,off}")
+    system.add_argument(
+        "--profile",
+        default=False,
+        type=_on_off,
+        metavar="{on,off}",
+        help="sample CPU/memory/GPU use and time data, forward, backward and optimizer",
+    )
+    system.add_argument(
+        "--checkpoint-dir",
+        default="/opt/ml/checkpoints",
+        help="per-epoch checkpoints; a restarted job resumes from the newest",
+    )
+    paths = parser.add_argument_group("paths (SageMaker sets these through the environment)")
+    paths.add_argument("--train", default=env("SM_CHANNEL_TRAIN"))
+    paths.add_argument("--valid", default=env("SM_CHANNEL_VALID"))
+    paths.add_argument("--test", default=env("SM_CHANNEL_TEST"))
+    paths.add_argument("--model-dir", default=env("SM_MODEL_DIR", "/opt/ml/model"))
+    paths.add_argument("--output-data-dir", default=env("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse hyperparameters, ignoring the platform's own `--sagemaker_*` keys."""
+    parser = get_args_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args, unknown = parser.parse_known_args([_dashed(token) for token in argv])
+    leftovers = []
+    skip_value = False
+    for token in unknown:
+        if skip_value:
+            skip_value = False
+            continue
+        if token.startswith("--sagemaker_") or token.startswith("--sagemaker-"):
+            skip_value = "=" not in token
+            continue
+        leftovers.append(token)
+    if leftovers:
+        parser.error(f"unrecognized arguments: {' '.join(leftovers)}")
+    return args
+
+
+def resolve_hyperparameters(args: argparse.Namespace, median_side: int | None = None) -> dict[str, Any]:
+    """Every `auto` replaced by the value it stands for; these go in run.json and drive the run."""
+    hp = {k: v for k, v in vars(args).items()}
+    pretrained = hp["weights"] == "imagenet"
+    if hp["model"] == "auto":
+        hp["model"] = "resnet50" if pretrained else "resnet18"
+    if hp["image_size"] == "auto":
+        if pretrained or not median_side:
+            hp["image_size"] = 224
+        else:
+            # From scratch, the data's own resolution: upscaling small images only adds compute.
+            hp["image_size"] = int(min(224, max(32, 8 * math.ceil(median_side / 8))))
+    if hp["image_size"] < 16:
+        raise TrainingError(f"--image-size must be at least 16, got {hp['image_size']}")
+    if hp["lr"] == "auto":
+        if hp["optimizer"] == "adamw":
+            hp["lr"] = 1e-3 if pretrained else 2e-3
+        else:
+            # The linear scaling rule from a base of 256 images per step.
+            hp["lr"] = (0.04 if pretrained else 0.1) * hp["batch_size"] / 256
+    if hp["backbone_lr_scale"] == "auto":
+        hp["backbone_lr_scale"] = 0.1 if pretrained and hp["trainable"] != "head" else 1.0
+    if hp["weight_decay"] == "auto":
+        hp["weight_decay"] = 0.05 if hp["optimizer"] == "adamw" else 1e-4
+    if not 0.0 <= hp["label_smoothing"] < 1.0:
+        raise TrainingError(f"--label-smoothing must be in [0, 1), got {hp['label_smoothing']}")
+    if hp["patience"] < 0:
+        raise TrainingError(f"--patience must be >= 0, got {hp['patience']}")
+    return hp
+
+
+def default_workers(num_cpus: int, cached: bool) -> int:
+    # On 1-2 cores a worker only competes with the training step for the same cores; cached images
+    # need little work per item, so fewer workers suffice.
+    if num_cpus <= 2:
+        return 0
+    return min(4 if cached else 8, num_cpus - 1)
+
+
+# ------------------------------------------------------------------------------------------------- model
+
+
+def last_block(model: nn.Module) -> list[nn.Module]:
+    """The final feature stage, which `--trainable last` trains along with the head."""
+    network: Any = model  # torchvision's models differ in attributes; each branch checks its own
+    if hasattr(network, "layer4"):
+        return [network.layer4]
+    if isinstance(network, torchvision.models.ConvNeXt):
+        return [network.features[-1], network.classifier]
+    # MobileNetV3 and EfficientNet end with a 1x1 conv; the last inverted-residual stage sits before it.
+    return [network.features[-2], network.features[-1], network.classifier]
+
+
+def set_trainable(model: nn.Module, trainable: str) -> list[nn.Parameter]:
+    """Freeze all but the chosen part; returns the head's parameters (they get the full learning rate)."""
+    if trainable not in TRAINABLE:
+        raise TrainingError(f"unknown --trainable {trainable!r}; choose one of: {', '.join(TRAINABLE)}")
+    parent, attr = head_of(model)
+    head: nn.Module = parent.get_submodule(attr)
+    head_params = list(head.parameters())
+    if trainable != "all":
+        for param in model.parameters():
+            param.requires_grad = False
+        trained = [head] + (last_block(model) if trainable == "last" else [])
+        for module in trained:
+            for param in module.parameters():
+                param.requires_grad = True
+    return head_params
+
+
+def train_mode(model: nn.Module) -> None:
+    """model.train(), except that frozen BatchNorm layers keep their ImageNet running statistics."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+            p.requires_grad for p in module.parameters()
+        ):
+            module.eval()
+
+
+def build_optimizer(model: nn.Module, head_params: list[nn.Parameter], hp: dict) -> torch.optim.Optimizer:
+    head_ids = {id(p) for p in head_params}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        # Decay on biases and norm scales only shrinks them toward zero for no regularising gain.
+        decays = param.ndim > 1
+        groups.setdefault((id(param) in head_ids, decays), []).append(param)
+    param_groups = [
+        {
+            "params": params,
+            "lr": hp["lr"] * (1.0 if is_head else hp["backbone_lr_scale"]),
+            "weight_decay": hp["weight_decay"] if decays else 0.0,
+        }
+        for (is_head, decays), params in sorted(groups.items())
+    ]
+    if hp["optimizer"] == "adamw":
+        return torch.optim.AdamW(param_groups, lr=hp["lr"])
+    return torch.optim.SGD(param_groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["momentum"] > 0)
+
+
+def lr_multiplier(step: int, *, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Linear warmup, then the schedule; a pure function of the step so resuming restores it exactly."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "step":
+        return 0.1 ** sum(progress >= milestone for milestone in (0.5, 0.75))
+    return 1.0
+
+
+# ------------------------------------------------------------------------------------------ train / eval
+
+
+class _NoTimer:
+    def phase(self, name: str) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+
+def _timed_batches(loader: Any, timer: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    iterator = iter(loader)
+    while True:
+        with timer.phase("data"):
+            batch = next(iterator, None)
+        if batch is None:
+            return
+        yield batch
+
+
+def _to_device(images: torch.Tensor, targets: torch.Tensor, runtime: hardware.Runtime):
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    images = images.to(runtime.device, non_blocking=True, memory_format=memory_format)
+    return images, targets.to(runtime.device, non_blocking=True)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loader: Any,
+    runtime: hardware.Runtime,
+    scaler: torch.amp.GradScaler,
+    *,
+    hook: Any = None,
+    timer: Any = None,
+) -> dict[str, float]:
+    timer = timer or _NoTimer()
+    train_mode(model)
+    if hook is not None:
+        hook.set_mode("train")
+    loss_sum = torch.zeros((), device=runtime.device)
+    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+    seen = 0
+    started = time.perf_counter()
+    for images, targets in _timed_batches(loader, timer):
+        images, targets = _to_device(images, targets, runtime)
+        with timer.phase("forward"), runtime.autocast():
+            logits = model(images)
+            loss = criterion(logits, targets)
+        with timer.phase("backward"):
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+        with timer.phase("optimizer"):
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+        # Accumulate on the device: a .item() per step would stall a GPU pipeline.
+        loss_sum += loss.detach().float() * targets.size(0)
+        correct += (logits.argmax(1) == targets).sum()
+        seen += targets.size(0)
+    seconds = time.perf_counter() - started
+    # Checked once per epoch: a per-step check would synchronise the GPU on every batch.
+    if not torch.isfinite(loss_sum):
+        raise TrainingError(
+            f"the training loss became {loss_sum.item()}; lower --lr (now {scheduler.get_last_lr()})"
+        )
+    return {
+        "loss": loss_sum.item() / max(seen, 1),
+        "accuracy": correct.item() / max(seen, 1),
+        "images": seen,
+        "seconds": seconds,
+        "img_s": seen / seconds if seconds > 0 else 0.0,
+    }
+
+
+def evaluate(
+    model: nn.Module,
+    criterion: nn.Module,
+    loader: Any,
+    runtime: hardware.Runtime,
+    *,
+    hook: Any = None,
+    collect: bool = False,
+) -> dict[str, Any]:
+    """Loss and accuracy (the objective) on a split; with `collect`, also every target and prediction."""
+    model.eval()
+    if hook is not None:
+        hook.set_mode("eval")
+    loss_sum = 0.0
+    targets_all: list[int] = []
+    predictions_all: list[int] = []
+    correct = 0
+    seen = 0
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for images, targets in loader:
+            images, targets = _to_device(images, targets, runtime)
+            with runtime.autocast():
+                logits = model(images)
+                loss = criterion(logits, targets)
+            predictions = logits.argmax(1)
+            loss_sum += loss.float().item() * targets.size(0)
+            correct += int((predictions == targets).sum().item())
+            seen += targets.size(0)
+            if collect:
+                targets_all += targets.tolist()
+                predictions_all += predictions.tolist()
+    seconds = time.perf_counter() - started
+    result: dict[str, Any] = {
+        "loss": loss_sum / max(seen, 1),
+        "accuracy": correct / max(seen, 1),
+        "images": seen,
+        "seconds": seconds,
+        "img_s": seen / seconds if seconds > 0 else 0.0,
+    }
+    if collect:
+        result["targets"] = targets_all
+        result["predictions"] = predictions_all
+    return result
+
+
+# ------------------------------------------------------------------------------------------- artifacts
+
+
+def find_inference_code(code_dir: Path = CODE_DIR) -> Path:
+    """`inference_code/` beside train.py (the sourcedir tarball) or beside training_code/ (the repository)."""
+    for candidate in (code_dir / "inference_code", code_dir.parent / "inference_code"):
+        if (candidate / "inference.py").is_file():
+            return candidate
+    raise TrainingError(
+        f"inference_code/inference.py not found beside {code_dir} or its parent; the model artifact "
+        "needs it (package training_code with an inference_code/ folder)"
+    )
+
+
+def code_version(code_dir: Path, inference_dir: Path) -> str:
+    """A hash of the training and inference code, so a model names the exact code that made it."""
+    digest = hashlib.sha256()
+    for folder in (code_dir, inference_dir):
+        for path in sorted(folder.glob("*")):
+            if path.is_file() and path.suffix in (".py", ".txt"):
+                digest.update(f"{folder.name}/{path.name}\0".encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_model_artifact(
+    model_dir: Path,
+    *,
+    state_dict: dict[str, torch.Tensor],
+    model_config: dict,
+    labels: list[str],
+    evaluation_result: dict,
+    run_info: dict,
+    inference_dir: Path,
+    code_dir: Path = CODE_DIR,
+) -> None:
+    """Exactly the files docs/contracts.md lists: the tarball serves as is, with no repacking."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    # Plain contiguous fp32 tensors: channels_last strides would otherwise travel into the artifact.
+    plain = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
+    torch.save(plain, model_dir / "model.pth")
+    _write_json(model_dir / "model_config.json", model_config)
+    _write_json(model_dir / "labels.json", labels)
+    _write_json(model_dir / "evaluation.json", evaluation_result)
+    _write_json(model_dir / "run.json", run_info)
+    code = model_dir / "code"
+    code.mkdir(exist_ok=True)
+    shutil.copyfile(inference_dir / "inference.py", code / "inference.py")
+    shutil.copyfile(code_dir / "presets.py", code / "presets.py")
+    shutil.copyfile(code_dir / "architectures.py", code / "architectures.py")
+    requirements = inference_dir / "requirements.txt"
+    if requirements.is_file():
+        shutil.copyfile(requirements, code / "requirements.txt")
+    else:
+        (code / "requirements.txt").write_text("")
+
+
+def write_failure(output_data_dir: str | None, message: str) -> None:
+    """SageMaker reports /opt/ml/output/failure as the job's FailureReason."""
+    if not output_data_dir:
+        return
+    with contextlib.suppress(OSError):
+        path = Path(output_data_dir).parent / "failure"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(message[:1024])
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def _optional_module(name: str) -> Any:
+    try:
+        return __import__(name)
+    except ImportError as e:
+        print(f"{name}: not available ({e}); continuing without it", flush=True)
+        return None
+
+
+def _usable_checkpoint_dir(path: str | None) -> Path | None:
+    if not path:
+        return None
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        print(f"checkpoints off: cannot write to {directory} ({e})", flush=True)
+        return None
+    return directory
+
+
+def _fingerprint(hp: dict, dataset_hash: str) -> str:
+    relevant = {k: v for k, v in sorted(hp.items()) if k not in OPERATIONAL}
+    return hashlib.sha256(json.dumps([relevant, dataset_hash], default=str).encode()).hexdigest()[:16]
+
+
+def _load_splits(args: argparse.Namespace) -> tuple[list[data.Split], str]:
+    if not args.train or not args.valid:
+        raise data.MissingSplitError(
+            "training needs the train and valid channels: set SM_CHANNEL_TRAIN and SM_CHANNEL_VALID "
+            "(or pass --train and --valid)"
+        )
+    splits = [data.scan_split(args.train, "train"), data.scan_split(args.valid, "valid")]
+    if args.test:
+        splits.append(data.scan_split(args.test, "test"))
+    data.check_same_classes(splits)
+    digest = hashlib.sha256()
+    for split in splits:
+        data.inspect_split(split, digest)
+    return splits, digest.hexdigest()
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    inference_dir = find_inference_code()
+    splits, dataset_hash = _load_splits(args)
+    train_split, valid_split = splits[0], splits[1]
+    test_split = splits[2] if len(splits) > 2 else None
+    labels = train_split.classes
+    hp = resolve_hyperparameters(args, data.median_short_side(train_split))
+    cached = data.should_cache(args.cache, splits)
+    print(
+        f"data: {len(labels)} classes; train {len(train_split)}, valid {len(valid_split)}, "
+        f"test {len(test_split) if test_split else 'none'} images; "
+        f"{'decoded in memory' if cached else 'decoded per step'} "
+        f"({data.decoded_bytes(splits) / 1e6:.1f} MB); sha256 {dataset_hash[:16]}",
+        flush=True,
+    )
+
+    output_dir = Path(args.output_data_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    hook = None
+    if args.debug_hook:
+        debugging = _optional_module("debugging")
+        if debugging is not None:
+            hook = debugging.create_hook(
+                str(output_dir / "tensors"),
+                save_interval=args.hook_save_interval,
+                include_activations=args.hook_activations,
+            )
+    runtime = hardware.detect_runtime(
+        device=args.device, precision=args.precision, hook_records=hook is not None
+    )
+    hp["workers"] = (
+        default_workers(runtime.num_threads, cached) if args.workers == "auto" else max(0, int(args.workers))
+    )
+    print(f"runtime: {json.dumps(runtime.describe())}", flush=True)
+    print(f"hyperparameters: {json.dumps({k: v for k, v in hp.items() if k not in PATH_KEYS})}", flush=True)
+
+    profiler = _optional_module("profiler") if args.profile else None
+    sampler = profiler.SystemSampler(interval_s=1.0) if profiler else None
+    # Kernels run asynchronously on a GPU: without a sync each phase would be charged to the next one.
+    timer = profiler.PhaseTimer(cuda_sync=runtime.device.type == "cuda") if profiler else _NoTimer()
+    if sampler is not None:
+        sampler.start()
+
+    torch.manual_seed(hp["seed"])
+    random.seed(hp["seed"])
+    np.random.seed(hp["seed"] % 2**32)
+
+    image_size = hp["image_size"]
+    train_set = data.ImageFolderDataset(
+        train_split, presets.train_transform(image_size, hp["augment"], hp["hflip"]), cache=cached
+    )
+    valid_set = data.precompute(
+        data.ImageFolderDataset(valid_split, presets.eval_transform(image_size), cache=cached), image_size
+    )
+    loader_options = {"workers": hp["workers"], "pin_memory": runtime.pin_memory}
+    # A last batch of one sample breaks BatchNorm in training mode; dropping a partial batch is harmless.
+    train_loader = data.make_loader(
+        train_set, batch_size=hp["batch_size"], shuffle=True, seed=hp["seed"],
+        drop_last=len(train_set) > hp["batch_size"], **loader_options,
+    )  # fmt: skip
+    eval_batch = max(hp["batch_size"], 128)
+    valid_loader = data.make_loader(valid_set, batch_size=eval_batch, shuffle=False, **loader_options)
+
+    try:
+        model = build_model(hp["model"], len(labels), hp["weights"])
+    except Exception as e:
+        if hp["weights"] == "imagenet":
+            raise TrainingError(
+                f"cannot load ImageNet weights for {hp['model']} ({e}); "
+                "without network access use --weights none"
+            ) from e
+        raise
+    head_params = set_trainable(model, hp["trainable"])
+    if hp["trainable"] != "all" and hp["weights"] == "none":
+        print(
+            "note: a frozen, randomly initialised backbone learns little; prefer --trainable all", flush=True
+        )
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(runtime.device)
+    criterion = nn.CrossEntropyLoss(label_smoothing=hp["label_smoothing"])
+    optimizer = build_optimizer(model, head_params, hp)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * hp["epochs"]
+    warmup_steps = min(round(hp["warmup_epochs"] * steps_per_epoch), total_steps // 2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_multiplier(
+            step, total_steps=total_steps, warmup_steps=warmup_steps, schedule=hp["schedule"]
+        ),
+    )
+    scaler = runtime.grad_scaler()
+    if hook is not None:
+        hook.attach(model, criterion)
+
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"epoch": 0, "valid_accuracy": -1.0, "valid_loss": math.inf}
+    best_state = copy.deepcopy(model.state_dict())
+    stale_epochs = 0
+    start_epoch = 1
+    stopped_early = False
+    resumed_from = None
+    fingerprint = _fingerprint(hp, dataset_hash)
+    checkpoint_dir = _usable_checkpoint_dir(args.checkpoint_dir)
+    if checkpoint_dir is not None:
+        found = checkpoints.latest_checkpoint(checkpoint_dir)
+        if found is not None and found[1].get("fingerprint") != fingerprint:
+            print(f"checkpoint: ignoring {found[0]}: it belongs to a different run or dataset", flush=True)
+        elif found is not None:
+            path, state = found
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            checkpoints.restore_rng_state(state["rng"])
+            history, best, stale_epochs = (
+                list(state["history"]),
+                dict(state["best"]),
+                int(state["stale_epochs"]),
+            )
+            stopped_early = bool(state["stopped_early"])
+            start_epoch = int(state["epoch"]) + 1
+            saved_best = checkpoints.load_best(checkpoint_dir)
+            if saved_best is not None:
+                best_state = saved_best["model"]
+            else:
+                print("checkpoint: best weights missing; the resumed weights stand in for them", flush=True)
+                best_state = copy.deepcopy(model.state_dict())
+            resumed_from = str(path)
+            print(f"checkpoint: resumed from {path} (epoch {state['epoch']} done)", flush=True)
+
+    train_started = time.perf_counter()
+    for epoch in range(start_epoch, hp["epochs"] + 1):
+        if stopped_early:
+            break
+        # Reseeded per epoch, so a resumed run shuffles exactly as an uninterrupted one would.
+        train_loader.generator.manual_seed(hp["seed"] * 1000 + epoch)
+        lr = scheduler.get_last_lr()[-1]
+        train_stats = train_one_epoch(
+            model, criterion, optimizer, scheduler, train_loader, runtime, scaler, hook=hook, timer=timer
+        )
+        valid_stats = evaluate(model, criterion, valid_loader, runtime, hook=hook)
+        record = {
+            "epoch": epoch,
+            "train_loss": train_stats["loss"],
+            "train_accuracy": train_stats["accuracy"],
+            "valid_loss": valid_stats["loss"],
+            "valid_accuracy": valid_stats["accuracy"],
+            "lr": lr,
+            "epoch_seconds": train_stats["seconds"] + valid_stats["seconds"],
+            "train_img_s": train_stats["img_s"],
+            "valid_img_s": valid_stats["img_s"],
+        }
+        history.append(record)
+        print(metrics.format_epoch_line(**record), flush=True)
+        improved = record["valid_accuracy"] > best["valid_accuracy"] + hp["min_delta"] or (
+            record["valid_accuracy"] >= best["valid_accuracy"] and record["valid_loss"] < best["valid_loss"]
+        )
+        if improved:
+            best = {k: record[k] for k in ("epoch", "valid_accuracy", "valid_loss")}
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            stale_epochs = 0
+            if checkpoint_dir is not None:
+                checkpoints.save_best(checkpoint_dir, best_state, epoch, best)
+        else:
+            stale_epochs += 1
+        if hp["patience"] and stale_epochs >= hp["patience"] and epoch < hp["epochs"]:
+            stopped_early = True
+            print(
+                f"early stopping: valid_accuracy has not improved for {stale_epochs} epochs "
+                f"(best {best['valid_accuracy']:.4f} at epoch {best['epoch']})",
+                flush=True,
+            )
+        if checkpoint_dir is not None:
+            checkpoints.save_checkpoint(
+                checkpoint_dir,
+                epoch,
+                {
+                    "fingerprint": fingerprint,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": checkpoints.capture_rng_state(),
+                    "history": history,
+                    "best": best,
+                    "stale_epochs": stale_epochs,
+                    "stopped_early": stopped_early,
+                },
+            )
+    train_seconds = time.perf_counter() - train_started
+
+    model.load_state_dict(best_state)
+    if test_split is not None:
+        eval_split = test_split
+    else:
+        print("note: no test channel; evaluation.json scores the valid split", flush=True)
+        eval_split = valid_split
+    eval_set = data.precompute(
+        data.ImageFolderDataset(eval_split, presets.eval_transform(image_size), cache=cached), image_size
+    )
+    eval_loader = data.make_loader(eval_set, batch_size=eval_batch, shuffle=False, **loader_options)
+    if hook is not None:
+        hook.close()
+    test_stats = evaluate(model, criterion, eval_loader, runtime, collect=True)
+    report = evaluation.evaluation_report(labels, test_stats["targets"], test_stats["predictions"])
+    print(metrics.format_test_line(report["accuracy"]), flush=True)
+
+    model_config = {
+        "architecture": hp["model"],
+        "num_classes": len(labels),
+        "image_size": image_size,
+        "mean": list(presets.IMAGENET_MEAN),
+        "std": list(presets.IMAGENET_STD),
+        "precision": runtime.precision,
+    }
+    epochs_run = len(history)
+    throughput = {
+        "train_img_s": _mean(r["train_img_s"] for r in history),
+        "valid_img_s": _mean(r["valid_img_s"] for r in history),
+        "test_img_s": test_stats["img_s"],
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": _mean(r["epoch_seconds"] for r in history),
+        "total_seconds": time.perf_counter() - started,
+    }
+    run_info = {
+        "seed": hp["seed"],
+        "dataset_hash": dataset_hash,
+        "code_version": code_version(CODE_DIR, inference_dir),
+        "hyperparameters": {k: v for k, v in hp.items() if k not in PATH_KEYS},
+        "precision": runtime.precision,
+        "device": str(runtime.device),
+        "runtime": runtime.describe(),
+        "data": {
+            "classes": len(labels),
+            "train_images": len(train_split),
+            "valid_images": len(valid_split),
+            "test_images": len(test_split) if test_split else 0,
+            "cached": cached,
+            "evaluation_split": eval_split.name,
+        },
+        "best_epoch": best["epoch"],
+        "epochs_run": epochs_run,
+        "stopped_early": stopped_early,
+        "resumed_from": resumed_from,
+        "throughput": throughput,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+        },
+    }
+    write_model_artifact(
+        Path(args.model_dir),
+        state_dict=best_state,
+        model_config=model_config,
+        labels=labels,
+        evaluation_result=report,
+        run_info=run_info,
+        inference_dir=inference_dir,
+    )
+    _write_json(output_dir / "evaluation.json", report)
+    metrics_summary = {
+        "objective": {"name": metrics.OBJECTIVE_METRIC, "type": metrics.OBJECTIVE_TYPE},
+        "epochs": history,
+        "best": best,
+        "stopped_early": stopped_early,
+        "test_accuracy": report["accuracy"],
+        "evaluation_split": eval_split.name,
+        "throughput": throughput,
+    }
+    _write_json(output_dir / "metrics.json", metrics_summary)
+
+    if sampler is not None and profiler is not None:
+        sampler.stop()
+        extra = {"precision": runtime.precision, "device": str(runtime.device), "throughput": throughput}
+        profiler.write_profile(str(output_dir / "profiler" / "profile.json"), sampler, timer, extra)
+    if hook is not None:
+        rules = _optional_module("rules")
+        if rules is not None:
+            params = rule_parameters(steps_per_epoch, len(valid_loader), epochs_run, args.rule_params)
+            verdicts = rules.evaluate_trial(
+                str(output_dir / "tensors"), str(output_dir / "rules" / "verdicts.json"), params
+            )
+            print(f"rules: issues_found={verdicts.get('issues_found')}", flush=True)
+
+    print(
+        f"done: test accuracy {report['accuracy']:.4f} ({eval_split.name}), best epoch {best['epoch']}, "
+        f"{epochs_run} epochs in {train_seconds:.1f}s, train {throughput['train_img_s']:.0f} img/s, "
+        f"eval {throughput['valid_img_s']:.0f} img/s, precision {runtime.precision}; "
+        f"model in {args.model_dir}",
+        flush=True,
+    )
+    return {"accuracy": report["accuracy"], "best": best, "history": history, "run": run_info}
+
+
+def _mean(values: Any) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def rule_parameters(
+    train_steps: int, valid_steps: int, epochs: int, overrides: dict[str, dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The built-in rules' parameters restated in this run's steps.
+
+    AWS's defaults count steps saved at SageMaker's default interval (hundreds of training steps); our
+    hook saves the loss at every step, so "5 steps" would be a few noisy batches. Here patience spans
+    epochs, and Overfit judges the second half of training, where the deployed weights come from.
+    """
+    train_steps, valid_steps = max(1, train_steps), max(1, valid_steps)
+    global_per_epoch = train_steps + valid_steps
+    params: dict[str, dict[str, Any]] = {
+        "LossNotDecreasing": {"num_steps": train_steps},
+        "Overtraining": {
+            "patience_train": 2 * train_steps,
+            "patience_validation": 2 * valid_steps,
+            "delta": 0.01,
+        },
+        "Overfit": {"start_step": global_per_epoch * (epochs // 2), "patience": 2},
+    }
+    for rule, values in (overrides or {}).items():
+        params.setdefault(rule, {}).update(values)
+    return params
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Entry point: typed failures print one clear line, go to SageMaker's failure file, and exit 1."""
+    args = parse_args(argv)
+    try:
+        main(args)
+    except (data.DatasetError, TrainingError, hardware.HardwareError, checkpoints.CheckpointError) as e:
+        message = f"{type(e).__name__}: {e}"
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        write_failure(args.output_data_dir, message)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())
