@@ -24,11 +24,16 @@ $(STAMP): pyproject.toml
 LAMBDA_DIRS := $(filter-out lambdas/common/,$(wildcard lambdas/*/))
 DEMO_DATA := data/digits
 
-$(DEMO_DATA)/train:
-	$(VENV)/bin/stepsage sample --out $(DEMO_DATA)
+# DEMO_SERVE=0 ends the demo after the run instead of serving the inference URL until Ctrl-C.
+DEMO_SERVE ?= 1
 
-demo: setup $(DEMO_DATA)/train
-	$(VENV)/bin/stepsage train-local --data $(DEMO_DATA) --out out/demo
+$(DEMO_DATA).zip:
+	$(VENV)/bin/stepsage sample --out $(DEMO_DATA) --zip $(DEMO_DATA).zip
+
+# Digits are chiral: a flipped 2 is not a 2, so the demo turns horizontal flips off.
+demo: setup $(DEMO_DATA).zip
+	$(VENV)/bin/stepsage local run $(DEMO_DATA).zip --parameter ExtraHyperParameters=hflip=off \
+		$(if $(filter 0,$(DEMO_SERVE)),,--serve)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -36,5 +36,5 @@ def lambda_handler(event: CheckRulesEvent, context: LambdaContext) -> dict[str, 
         s3=S3Api(),
     )
     metrics.add_metric(name=f"Rules{result['verdict']}", unit=MetricUnit.Count, value=1)
-    logger.info("rules checked", extra=result)
+    logger.info("rules checked", extra={"result": result})
     return result

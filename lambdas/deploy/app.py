@@ -42,5 +42,5 @@ def lambda_handler(event: DeployEvent, context: LambdaContext) -> dict[str, Any]
     metrics.add_metric(
         name="Deployed" if result["deployed"] else "ChampionKept", unit=MetricUnit.Count, value=1
     )
-    logger.info("deploy decided", extra=result)
+    logger.info("deploy decided", extra={"result": result})
     return result

@@ -38,5 +38,5 @@ def lambda_handler(event: SmokeTestEvent, context: LambdaContext) -> dict[str, A
     )
     if "accuracy" in result:
         metrics.add_metric(name="SmokeTestAccuracy", unit=MetricUnit.Percent, value=100 * result["accuracy"])
-    logger.info("smoke test done", extra=result)
+    logger.info("smoke test done", extra={"result": result})
     return result

@@ -31,6 +31,6 @@ def lambda_handler(event: S3EventNotificationEventBridgeModel, context: LambdaCo
         os.environ["STATE_MACHINE_ARN"],
         StepFunctionsApi(),
     )
-    logger.info("upload handled", extra=outcome)
+    logger.info("upload handled", extra={"outcome": outcome})
     metrics.add_metric(name=f"Executions{outcome['status'].title()}", unit=MetricUnit.Count, value=1)
     return outcome

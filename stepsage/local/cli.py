@@ -33,6 +33,10 @@ def add_parser(subparsers: Any) -> None:
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.add_argument("--serve", action="store_true", help="keep serving the inference URL after the run")
     run.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
+    run.add_argument(
+        "--report-dir", type=Path, help="where the run report goes (default reports/<execution>)"
+    )
+    run.add_argument("--no-report", action="store_true", help="skip the HTML run report")
     run.set_defaults(func=cmd_run)
 
     build = commands.add_parser("build", help="build every Lambda for the local runtime (cached)")
@@ -48,6 +52,13 @@ def _common(parser: argparse.ArgumentParser, default_port: int) -> None:
         "--parameter", action="append", default=[], metavar="NAME=VALUE", help="template parameter override"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.1,
+        help="scale of Wait states, Retry intervals and job polling (default 0.1: a local endpoint is "
+        "up in seconds, so the state machine's 30 s waits shrink to 3 s)",
+    )
 
 
 def _settings(args: argparse.Namespace) -> CloudSettings:
@@ -55,7 +66,9 @@ def _settings(args: argparse.Namespace) -> CloudSettings:
     for item in getattr(args, "parameter", []):
         name, _, value = item.partition("=")
         overrides[name] = value
-    return CloudSettings(port=args.port, function_url_port=args.url_port, parameters=overrides)
+    return CloudSettings(
+        port=args.port, function_url_port=args.url_port, parameters=overrides, time_scale=args.time_scale
+    )
 
 
 def _log(text: str) -> None:
@@ -277,6 +290,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = summarize(cloud, execution, name)
         summary["state_seconds"] = printer.state_times()
         summary["wall_seconds"] = round(time.time() - started, 1)
+        if not args.no_report:
+            summary.update(_write_report(cloud, arn, args.report_dir))
         if args.json:
             print(json.dumps(summary, default=str), flush=True)
         else:
@@ -289,6 +304,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     finally:
         cloud.stop()
+
+
+def _write_report(cloud: LocalCloud, execution_arn: str, report_dir: Path | None) -> dict[str, str]:
+    """The run report, through the same AWS APIs it uses on AWS; a report problem never fails the run."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from stepsage.report.builder import build_report
+
+    out = report_dir or Path("reports") / execution_arn.rsplit(":", 1)[-1]
+    _log(f"writing the run report to {out}/ ...")
+    try:
+        return {"report": str(build_report(execution_arn, out, clients=cloud.client))}
+    except (BotoCoreError, ClientError, OSError) as error:
+        return {"report_error": f"{type(error).__name__}: {error}"}
 
 
 def _serve_until_interrupted(cloud: LocalCloud) -> None:

@@ -57,7 +57,14 @@ class CloudSettings:
 
     @property
     def state_dir(self) -> Path:
-        return self.work_dir or self.root / ".local-cloud"
+        """Jobs, endpoints and logs of this cloud (STEPSAGE_LOCAL_STATE moves it, e.g. for tests)."""
+        configured = self.work_dir or os.environ.get("STEPSAGE_LOCAL_STATE")
+        return Path(configured) if configured else self.root / ".local-cloud"
+
+    @property
+    def build_dir(self) -> Path:
+        """Lambda builds, cached by content and shared by every local cloud of this checkout."""
+        return self.root / ".local-cloud" / "build"
 
 
 class LocalCloud:
@@ -70,10 +77,9 @@ class LocalCloud:
         self.stack: LocalStack = resolve_stack(
             self.settings.root / "template.yaml", self.settings.stack_name, parameters
         )
-        state = self.settings.state_dir
         self.builder = LambdaBuilder(
             self.stack,
-            state / "build",
+            self.settings.build_dir,
             extra_inputs=[self.settings.root / "training_code", self.settings.root / "inference_code"],
         )
         self._services: dict[str, Any] = {}

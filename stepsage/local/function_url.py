@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import time
 import uuid
@@ -15,6 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from stepsage.local.errors import LambdaFunctionError
 
+LOG = logging.getLogger(__name__)
 # Function URLs take at most 6 MB per request and response (BUFFERED mode).
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript", "+json", "+xml")
@@ -139,7 +141,8 @@ class FunctionUrlServer:
                 )
                 try:
                     status, headers, payload = response_from_result(server.invoke(event))
-                except LambdaFunctionError:
+                except LambdaFunctionError as error:
+                    LOG.warning("function URL %s %s: the function failed: %s", self.command, self.path, error)
                     status, headers, payload = (
                         502,
                         {"content-type": "application/json"},

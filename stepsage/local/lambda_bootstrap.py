@@ -75,6 +75,11 @@ def main() -> None:
                     reply = {"result": json.loads(json.dumps(result))}
                 except (TypeError, ValueError) as error:
                     reply = {"error": _error("Runtime.MarshalError", f"Unable to marshal response: {error}")}
+        if "error" in reply:
+            # The Python runtime logs an unhandled error to the function's log stream, as here.
+            failure = reply["error"]
+            print(f"[ERROR] {failure['errorType']}: {failure['errorMessage']}", file=sys.stderr)
+            print("".join(failure["stackTrace"]), file=sys.stderr, end="")
         sys.stdout.flush()
         sys.stderr.flush()
         responses.write(json.dumps(reply) + "\n")

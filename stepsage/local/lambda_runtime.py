@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from stepsage.local import children
 from stepsage.local.errors import LambdaFunctionError
 from stepsage.local.template import LocalFunction, LocalLayer, LocalStack
 
@@ -41,17 +42,6 @@ def _tree_digest(paths: Iterable[Path]) -> str:
             digest.update(str(path.relative_to(root)).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def die_with_parent() -> None:
-    """In a child, before exec: ask Linux to kill it when the local cloud dies, so nothing is orphaned."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class LambdaBuilder:
@@ -158,14 +148,12 @@ class _Worker:
         self._response_read, response_write = os.pipe()
         env = dict(env, _STEPSAGE_REQUEST_FD=str(request_read), _STEPSAGE_RESPONSE_FD=str(response_write))
         self.log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the worker
-        self.process = subprocess.Popen(
+        self.process = children.spawn(
             command,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             pass_fds=(request_read, response_write),
-            start_new_session=True,
-            preexec_fn=die_with_parent,
         )
         os.close(request_read)
         os.close(response_write)

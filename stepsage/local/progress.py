@@ -9,8 +9,10 @@ from typing import Any, TextIO
 
 
 def _fmt_metrics(metrics: dict[str, Any]) -> str:
-    keys = ("train_loss", "valid_loss", "valid_accuracy")
-    picked = [f"{k}={metrics[k]:.4g}" for k in keys if isinstance(metrics.get(k), int | float)]
+    keys = ("train:loss", "valid:loss", "valid:accuracy")
+    picked = [
+        f"{k.replace(':', '_')}={metrics[k]:.4g}" for k in keys if isinstance(metrics.get(k), int | float)
+    ]
     return " ".join(picked)
 
 
@@ -26,7 +28,9 @@ class ProgressPrinter:
         self.started = time.monotonic()
         self.state_started: dict[str, float] = {}
         self.state_seconds: dict[str, float] = {}
-        self.best: dict[str, float] = {}
+        self.best: tuple[str, float] | None = None
+        self._last_status: dict[str, tuple[Any, Any]] = {}
+        self._trials_done: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def _line(self, text: str) -> None:
@@ -64,30 +68,38 @@ class ProgressPrinter:
 
     def _sagemaker_event(self, event: dict[str, Any]) -> None:
         name = event.get("event")
+        job = str(event.get("job", ""))
         if name == "TrainingJobStatus":
-            status = event.get("status")
-            if status in ("InProgress",):
-                self._line(f"job    {event.get('job')} started")
-            elif status:
-                reason = f" ({event.get('failure_reason')})" if event.get("failure_reason") else ""
-                self._line(f"job    {event.get('job')} {status}{reason}")
+            status, secondary = event.get("status"), event.get("secondary_status")
+            if self._last_status.get(job) == (status, secondary):
+                return
+            self._last_status[job] = (status, secondary)
+            kind = "trial" if event.get("tuning_job_arn") else "job"
+            reason = f": {event['failure_reason']}" if event.get("failure_reason") else ""
+            self._line(f"{kind:<6} {job} {status} ({secondary}){reason}")
         elif name == "Epoch" and self.show_epochs:
+            self._line(f"epoch  {job} #{event.get('epoch')} {_fmt_metrics(event.get('metrics') or {})}")
+        elif name == "TuningTrial" and event.get("status") != "InProgress":
+            objective = event.get("objective")
+            # stepsage's objective (valid:accuracy) is maximized.
+            if isinstance(objective, int | float) and (self.best is None or objective > self.best[1]):
+                self.best = (job, float(objective))
+            done = self._trials_done.setdefault(str(event.get("tuning_job")), set())
+            done.add(job)
+            stopped = " (stopped early)" if event.get("early_stopped") else ""
+            score = f"objective {objective:.4g}" if isinstance(objective, int | float) else "no objective"
+            best_text = f"; best so far {self.best[1]:.4g} ({self.best[0]})" if self.best else ""
             self._line(
-                f"epoch  {event.get('job')} #{event.get('epoch')} {_fmt_metrics(event.get('metrics') or {})}"
+                f"tuning {len(done)} trials done: {job} {event.get('status')}{stopped}, {score}{best_text}"
             )
-        elif name == "TuningProgress" or name == "HyperParameterTuningJobStatus":
-            counters = event.get("counters") or {}
-            best = event.get("best")
-            parts = [f"{k.lower()}={v}" for k, v in counters.items() if v]
-            best_text = f" best={best:.4g}" if isinstance(best, int | float) else ""
-            self._line(
-                f"tuning {event.get('tuning_job', event.get('job', ''))} {event.get('status', '')} "
-                f"{' '.join(parts)}{best_text}".rstrip()
-            )
+        elif name == "TuningJobStatus":
+            reason = f": {event['failure_reason']}" if event.get("failure_reason") else ""
+            self._line(f"tuning {event.get('tuning_job')} {event.get('status')}{reason}")
         elif name == "RuleEvaluationStatus":
             self._line(f"rule   {event.get('rule')} {event.get('status')}")
-        elif name and str(name).startswith("Endpoint"):
-            self._line(f"endpoint {event.get('endpoint', '')} {event.get('status', '')}")
+        elif name == "EndpointStatus":
+            reason = f": {event['failure_reason']}" if event.get("failure_reason") else ""
+            self._line(f"endpoint {event.get('endpoint')} {event.get('status')}{reason}")
 
     def state_times(self) -> dict[str, float]:
         return dict(self.state_seconds)

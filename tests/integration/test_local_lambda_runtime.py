@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,21 @@ def test_concurrent_invocations_use_separate_workers(runtime):
 def test_unknown_function_is_a_key_error(runtime):
     with pytest.raises(KeyError):
         runtime.invoke("NoSuchFunction", {})
+
+
+def test_a_worker_started_from_a_short_lived_thread_stays_warm(runtime):
+    # Linux sends the parent-death signal when the forking *thread* ends; request threads are short-lived.
+    first: list[dict] = []
+    thread = threading.Thread(target=lambda: first.append(runtime.invoke("EchoFunction", {})))
+    thread.start()
+    thread.join()
+    time.sleep(0.3)
+    again = runtime.invoke("EchoFunction", {})
+    assert again["pid"] == first[0]["pid"]
+
+
+def test_an_unhandled_error_is_written_to_the_function_log(runtime, tmp_path):
+    with pytest.raises(LambdaFunctionError):
+        runtime.invoke("EchoFunction", {"action": "fail"})
+    log = (tmp_path / "logs" / "EchoFunction.log").read_text()
+    assert "[ERROR] DatasetValidationError: class 003.Cat is empty" in log

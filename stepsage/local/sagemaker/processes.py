@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from stepsage.local import children
+
 
 def thread_share(cores: int, parallel: int) -> int:
     """Threads for one of `parallel` processes sharing `cores`: never zero, never oversubscribed."""
@@ -49,14 +51,14 @@ class ChildProcesses:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the emulator is shutting down")
-            process = subprocess.Popen(
+            # Its own process group, so a kill reaches its grandchildren too; and it dies with the cloud.
+            process = children.spawn(
                 list(command),
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: a kill reaches its grandchildren too
             )
             self._children.add(process)
         return process
