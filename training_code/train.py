@@ -914,7 +914,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if hook is not None:
         rules = _optional_module("rules")
         if rules is not None:
-            params = rule_parameters(steps_per_epoch, len(valid_loader), epochs_run, args.rule_params)
+            params = rule_parameters(
+                steps_per_epoch, len(valid_loader), epochs_run, args.patience, args.rule_params
+            )
             verdicts = rules.evaluate_trial(
                 str(output_dir / "tensors"), str(output_dir / "rules" / "verdicts.json"), params
             )
@@ -936,24 +938,34 @@ def _mean(values: Any) -> float:
 
 
 def rule_parameters(
-    train_steps: int, valid_steps: int, epochs: int, overrides: dict[str, dict[str, Any]] | None = None
+    train_steps: int,
+    valid_steps: int,
+    epochs: int,
+    patience: int,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The built-in rules' parameters restated in this run's steps.
 
-    AWS's defaults count steps saved at SageMaker's default interval (hundreds of training steps); our
-    hook saves the loss at every step, so "5 steps" would be a few noisy batches. Here patience spans
-    epochs, and Overfit judges the second half of training, where the deployed weights come from.
+    AWS's defaults count steps saved at SageMaker's default interval, 500 training steps apart: "10 steps"
+    spans thousands of batches. Our hook saves the loss at every batch, so the same numbers would judge a
+    few noisy batches and fire on any model that warms up or converges. So LossNotDecreasing compares a
+    batch with one half a run earlier; Overtraining waits longer than early stopping would (it fires only
+    when training went on past convergence); Overfit judges the second half of training, where the
+    deployed weights come from; PoorWeightInitialization looks at the whole first epoch.
     """
-    train_steps, valid_steps = max(1, train_steps), max(1, valid_steps)
-    global_per_epoch = train_steps + valid_steps
+    train_steps, valid_steps, epochs = max(1, train_steps), max(1, valid_steps), max(1, epochs)
+    window = patience + 1 if patience > 0 else max(2, epochs // 2)
     params: dict[str, dict[str, Any]] = {
-        "LossNotDecreasing": {"num_steps": train_steps},
+        "LossNotDecreasing": {"num_steps": max(train_steps, epochs * train_steps // 2)},
         "Overtraining": {
-            "patience_train": 2 * train_steps,
-            "patience_validation": 2 * valid_steps,
-            "delta": 0.01,
+            "patience_train": window * train_steps,
+            "patience_validation": window * valid_steps,
+            "delta": 0.0,
         },
-        "Overfit": {"start_step": global_per_epoch * (epochs // 2), "patience": 2},
+        "Overfit": {"start_step": (train_steps + valid_steps) * (epochs // 2), "patience": 2},
+        # Its loss check looks for new minima over the first steps; during warmup the first handful of
+        # batches barely move the weights, so look at the first epoch with half of it as patience.
+        "PoorWeightInitialization": {"steps": max(10, train_steps), "patience": max(5, train_steps // 2)},
     }
     for rule, values in (overrides or {}).items():
         params.setdefault(rule, {}).update(values)

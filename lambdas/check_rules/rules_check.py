@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rule_verdict import SKIPPED, from_embedded, from_managed, gate
+from rule_verdict import ISSUES, SKIPPED, blocking_rules, from_embedded, from_managed, gate
 from stepsage_lambda.s3_api import S3Api
 from stepsage_lambda.sagemaker_api import SageMakerApi
 
@@ -30,4 +30,15 @@ def check_rules(
         else:
             raw = s3.read_tar_member(output_tarball_uri(described), VERDICTS_MEMBER)
             result = from_embedded(json.loads(raw) if raw is not None else None)
-    return {**result, "mode": debugger_mode, "gate": gate_name, "proceed": gate(result["verdict"], gate_name)}
+    advisories = [
+        r["name"]
+        for r in result["rules"]
+        if r["status"] == ISSUES and r not in blocking_rules(result["rules"], gate_name)
+    ]
+    return {
+        **result,
+        "mode": debugger_mode,
+        "gate": gate_name,
+        "advisories": advisories,
+        "proceed": gate(result, gate_name),
+    }

@@ -135,6 +135,9 @@ def test_killed_training_job_fails_with_a_reason_and_the_pipeline_takes_its_catc
 
         execution = cloud.stepfunctions.wait(_executions(cloud)[0]["executionArn"], timeout=120)
         assert execution["status"] == "FAILED"
+        # The tuning job's .sync task failed (States.TaskFailed); the run reports it under its own name.
+        assert execution["error"] == "PipelineStepFailed"
+        assert "Failed" in execution["cause"]
         jobs = cloud.sagemaker.handle("ListTrainingJobs", {})["TrainingJobSummaries"]
         assert [j["TrainingJobStatus"] for j in jobs] == ["Failed"]
         job = cloud.sagemaker.handle("DescribeTrainingJob", {"TrainingJobName": jobs[0]["TrainingJobName"]})

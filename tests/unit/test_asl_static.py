@@ -27,6 +27,7 @@ KNOWN_PLACEHOLDERS = {
 }
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+)\}")
 NOTIFY, FAIL = "NotifyFailure", "PipelineFailed"
+FAILURE_NAME, STEP_FAILED = "FailureName", "PipelineStepFailed"
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_every_task_has_timeout_retry_and_catch_to_the_notify_then_fail_path(asl
             assert "States.ALL" not in retrier["ErrorEquals"], f"{name} must not retry every error"
         catch_all = [c for c in task.get("Catch", []) if c["ErrorEquals"] == ["States.ALL"]]
         assert catch_all, name
-        expected = FAIL if name == NOTIFY else NOTIFY
+        expected = FAILURE_NAME if name == NOTIFY else NOTIFY
         assert catch_all[0]["Next"] == expected, name
         if name != NOTIFY:
             assert catch_all[0]["ResultPath"] == "$.error", name
@@ -100,9 +101,17 @@ def test_the_failure_path_publishes_then_fails_with_the_original_error(asl: dict
     assert notify["Resource"] == "arn:aws:states:::sns:publish"
     assert notify["Parameters"]["TopicArn"] == "${NotificationTopicArn}"
     # ResultPath null keeps $.error for the Fail state, and a failed publish keeps it too.
-    assert notify["ResultPath"] is None and notify["Next"] == FAIL
+    assert notify["ResultPath"] is None and notify["Next"] == FAILURE_NAME
     assert notify["Catch"][0]["ResultPath"] not in ("$", "$.error")
     assert fail == {**fail, "Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}
+    # A Fail state may not raise the service's reserved States.* names: those end as PipelineStepFailed.
+    choice = asl["States"][FAILURE_NAME]
+    assert choice["Choices"] == [
+        {"Variable": "$.error.Error", "StringMatches": "States.*", "Next": STEP_FAILED}
+    ]
+    assert choice["Default"] == FAIL
+    step_failed = asl["States"][STEP_FAILED]
+    assert step_failed == {**step_failed, "Type": "Fail", "Error": STEP_FAILED, "CausePath": "$.error.Cause"}
     # Pass states that turn a verdict into a failure build the same {Error, Cause} shape a Catch does.
     for name, state in asl["States"].items():
         if state["Type"] == "Pass" and state.get("Next") == NOTIFY:

@@ -79,9 +79,24 @@ def test_managed_rules_done() -> None:
     ],
 )
 def test_gate(verdict: str, gate: str, proceed: bool) -> None:
-    assert rule_verdict.gate(verdict, gate) is proceed
+    rules = [] if verdict == "Skipped" else [{"name": "VanishingGradient", "status": verdict, "message": ""}]
+    assert rule_verdict.gate({"verdict": verdict, "rules": rules}, gate) is proceed
+
+
+def _result(**statuses: str) -> dict:
+    rules = [{"name": name, "status": status, "message": ""} for name, status in statuses.items()]
+    return {"verdict": rule_verdict.overall(r["status"] for r in rules), "rules": rules}
+
+
+def test_overfit_and_overtraining_are_advisories_under_the_rules_gate_only() -> None:
+    fitted = _result(Overfit="IssuesFound", Overtraining="IssuesFound", VanishingGradient="NoIssuesFound")
+    assert rule_verdict.gate(fitted, "rules") is True
+    assert rule_verdict.gate(fitted, "strict") is False
+    broken = _result(Overfit="IssuesFound", LossNotDecreasing="IssuesFound")
+    assert rule_verdict.gate(broken, "rules") is False
+    assert [r["name"] for r in rule_verdict.blocking_rules(broken["rules"], "rules")] == ["LossNotDecreasing"]
 
 
 def test_unknown_gate_lists_the_choices() -> None:
     with pytest.raises(ConfigurationError, match="rules, strict, always"):
-        rule_verdict.gate("NoIssuesFound", "sometimes")
+        rule_verdict.gate(_result(Overfit="NoIssuesFound"), "sometimes")

@@ -224,3 +224,28 @@ def test_rule_status_picks_the_named_rule() -> None:
     assert rule_status(verdicts, "VanishingGradient") == ("NoIssuesFound", "ok")
     assert rule_status(verdicts, "Overfit") == ("IssuesFound", "gap")
     assert rule_status(verdicts, "LossNotDecreasing")[0] == "Error"
+
+
+def test_checkpoint_sync_skips_a_file_renamed_away_mid_sync(tmp_path):
+    from stepsage.local.sagemaker.storage import S3Storage
+
+    (tmp_path / ".checkpoint-epoch0007.pt.tmp").write_bytes(b"partial")
+    (tmp_path / "checkpoint-epoch0006.pt").write_bytes(b"done")
+    storage = S3Storage.__new__(S3Storage)
+    sent: list[str] = []
+
+    def upload_file(source, uri):
+        if source.name.endswith(".tmp"):
+            source.rename(
+                source.with_name("checkpoint-epoch0007.pt")
+            )  # the job's atomic rename wins the race
+            raise FileNotFoundError(source)
+        sent.append(uri)
+
+    storage.upload_file = upload_file  # type: ignore[method-assign]
+    uploaded: dict[str, float] = {}
+    assert storage.sync_up(tmp_path, "s3://bucket/checkpoints/", uploaded) == 1
+    assert sent == ["s3://bucket/checkpoints/checkpoint-epoch0006.pt"]
+    # The next sync uploads what replaced the temp file.
+    assert storage.sync_up(tmp_path, "s3://bucket/checkpoints/", uploaded) == 1
+    assert sent[-1] == "s3://bucket/checkpoints/checkpoint-epoch0007.pt"

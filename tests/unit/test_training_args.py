@@ -145,14 +145,20 @@ def test_bad_hyperparameter_reaches_sagemakers_failure_file(tmp_path, monkeypatc
     assert failure.startswith("invalid hyperparameters:") and "vgg99" in failure and "resnet50" in failure
 
 
-def test_rule_parameters_span_epochs_and_take_overrides():
-    params = train.rule_parameters(train_steps=10, valid_steps=3, epochs=8)
-    assert params["LossNotDecreasing"] == {"num_steps": 10}
-    assert params["Overtraining"] == {"patience_train": 20, "patience_validation": 6, "delta": 0.01}
+def test_rule_parameters_span_the_run_and_take_overrides():
+    params = train.rule_parameters(train_steps=10, valid_steps=3, epochs=8, patience=5)
+    # A batch is compared with one half a run (4 epochs of 10 steps) earlier.
+    assert params["LossNotDecreasing"] == {"num_steps": 40}
+    # Overtraining waits one epoch longer than early stopping's patience of 5.
+    assert params["Overtraining"] == {"patience_train": 60, "patience_validation": 18, "delta": 0.0}
     # Overfit judges the second half: 4 epochs of 13 global steps each come first.
     assert params["Overfit"] == {"start_step": 52, "patience": 2}
+    assert params["PoorWeightInitialization"] == {"steps": 10, "patience": 5}
+    assert train.rule_parameters(40, 3, 8, 5)["PoorWeightInitialization"] == {"steps": 40, "patience": 20}
+    never_stops = train.rule_parameters(10, 3, 8, patience=0)
+    assert never_stops["Overtraining"]["patience_train"] == 40
     tuned = train.rule_parameters(
-        10, 3, 8, {"Overfit": {"ratio_threshold": 0.3}, "ExplodingTensor": {"only_nan": True}}
+        10, 3, 8, 5, {"Overfit": {"ratio_threshold": 0.3}, "ExplodingTensor": {"only_nan": True}}
     )
     assert tuned["Overfit"] == {"start_step": 52, "patience": 2, "ratio_threshold": 0.3}
     assert tuned["ExplodingTensor"] == {"only_nan": True}

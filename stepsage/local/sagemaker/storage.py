@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ class S3Storage:
         """Copy every object under `uri` into `destination`, keeping the layout below the prefix."""
         bucket, prefix = parse_s3_uri(uri)
         destination.mkdir(parents=True, exist_ok=True)
-        count = 0
+        transfers: list[tuple[str, Path]] = []
         try:
             paginator = self._client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
@@ -65,12 +66,21 @@ class S3Storage:
                     target = (destination / relative).resolve()
                     if not target.is_relative_to(destination.resolve()):
                         raise S3TransferError(f"Object key escapes the destination: s3://{bucket}/{key}")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    self._client.download_file(bucket, key, str(target))
-                    count += 1
+                    transfers.append((key, target))
+
+            def fetch(transfer: tuple[str, Path]) -> None:
+                key, target = transfer
+                target.parent.mkdir(parents=True, exist_ok=True)
+                # A plain GET per object: image datasets are many small files, where a managed transfer's
+                # HEAD and thread start cost more than the bytes.
+                target.write_bytes(self._client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                for _ in pool.map(fetch, transfers):
+                    pass
         except (ClientError, BotoCoreError) as e:
             raise S3TransferError(f"Data download failed from {uri}: {e}") from e
-        return count
+        return len(transfers)
 
     def download_file(self, uri: str, destination: Path) -> None:
         bucket, key = parse_s3_uri(uri)
@@ -92,13 +102,15 @@ class S3Storage:
         count = 0
         for path in sorted(p for p in source.rglob("*") if p.is_file()):
             relative = path.relative_to(source).as_posix()
+            # A job writes checkpoints atomically (temp file, then rename), so a listed file may be gone by
+            # the time it is read; the next sync catches what replaced it.
             try:
                 mtime = path.stat().st_mtime
+                if uploaded.get(relative) == mtime:
+                    continue
+                self.upload_file(path, f"{uri.rstrip('/')}/{relative}")
             except FileNotFoundError:
-                continue  # the job replaced it between listing and upload; the next sync catches it
-            if uploaded.get(relative) == mtime:
                 continue
-            self.upload_file(path, f"{uri.rstrip('/')}/{relative}")
             uploaded[relative] = mtime
             count += 1
         return count
