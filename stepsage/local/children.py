@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -31,3 +32,18 @@ def spawn(command: list[str], **popen_kwargs: Any) -> subprocess.Popen[Any]:
         return subprocess.Popen(command, preexec_fn=_die_with_parent, **popen_kwargs)
 
     return _SPAWNER.submit(start).result()
+
+
+def kill_children() -> None:
+    """SIGKILL every process descended from this one, each with its process group (the last resort)."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass

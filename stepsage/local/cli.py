@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stepsage.local.cloud import DEFAULT_PORT, CloudSettings, LocalCloud
-from stepsage.local.progress import ProgressPrinter
+from stepsage.local.progress import ProgressPrinter, TransferProgress
 
 
 def add_parser(subparsers: Any) -> None:
@@ -136,18 +136,24 @@ def dataset_name(path: Path, explicit: str | None = None) -> str:
     return name
 
 
-def upload_dataset(cloud: LocalCloud, path: Path, name: str) -> str:
+def upload_dataset(cloud: LocalCloud, path: Path, name: str, quiet: bool = False) -> str:
     """Upload as a user would: a zip under datasets/, or a folder closed by a _READY marker."""
     s3 = cloud.client("s3")
     bucket = cloud.data_bucket
     if path.is_file():
         key = f"datasets/{name}.zip"
-        s3.upload_file(str(path), bucket, key)
+        progress = None if quiet else TransferProgress(f"uploading {path.name}", path.stat().st_size)
+        s3.upload_file(str(path), bucket, key, Callback=progress)
         return key
     if not path.is_dir():
         raise FileNotFoundError(f"no such dataset: {path}")
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        s3.upload_file(str(file), bucket, f"datasets/{name}/{file.relative_to(path).as_posix()}")
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    progress = (
+        None if quiet else TransferProgress(f"uploading {path.name}/", sum(f.stat().st_size for f in files))
+    )
+    for file in files:
+        key = f"datasets/{name}/{file.relative_to(path).as_posix()}"
+        s3.upload_file(str(file), bucket, key, Callback=progress)
     key = f"datasets/{name}/_READY"
     s3.put_object(Bucket=bucket, Key=key, Body=b"")
     return key
@@ -282,7 +288,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.quiet:
             cloud.add_listener(printer)
         started = time.time()
-        key = upload_dataset(cloud, args.dataset, name)
+        key = upload_dataset(cloud, args.dataset, name, quiet=args.quiet)
         if not args.quiet:
             _log(f"uploaded s3://{cloud.data_bucket}/{key}")
         arn = wait_for_execution(cloud, started)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
+import time
 import tomllib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,12 +16,14 @@ from typing import Any
 
 import boto3
 
+from stepsage.local.children import kill_children
 from stepsage.local.events import EventDispatcher, install_moto_s3_hook
 from stepsage.local.function_url import FunctionUrlServer
 from stepsage.local.gateway import Gateway, GatewayServer, moto_wsgi_app
 from stepsage.local.lambda_runtime import LambdaBuilder, LambdaRuntime
 from stepsage.local.template import ACCOUNT_ID, REGION, LocalStack, resolve_stack
 
+LOG = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PORT = 4566
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
@@ -174,18 +178,43 @@ class LocalCloud:
                 self.function_urls[function.logical_id] = server
         return self
 
-    def stop(self) -> None:
+    def stop(self, deadline_s: float = 30.0) -> None:
+        """Stop in order: executions, jobs and endpoints, Lambdas, servers. Never hangs past `deadline_s`:
+        what is still running then is killed, so Ctrl-C always leaves no process behind."""
         if self._unhook:
             self._unhook()
             self._unhook = None
-        for part in (self.stepfunctions, self.sagemaker, self.lambdas):
-            if part is not None:
-                part.shutdown()
-        for server in self.function_urls.values():
-            server.stop()
+        steps: list[tuple[str, Callable[[], None]]] = [
+            (name, part.shutdown)
+            for name, part in (
+                ("Step Functions", self.stepfunctions),
+                ("SageMaker", self.sagemaker),
+                ("Lambda", self.lambdas),
+            )
+            if part is not None
+        ]
+        steps += [(f"Function URL {lid}", server.stop) for lid, server in self.function_urls.items()]
         if self.dispatcher:
-            self.dispatcher.close()
-        self.gateway.stop()
+            steps.append(("events", self.dispatcher.close))
+        steps.append(("gateway", self.gateway.stop))
+        current = {"step": ""}
+
+        def run_steps() -> None:
+            for name, step in steps:
+                current["step"] = name
+                started = time.monotonic()
+                step()
+                if time.monotonic() - started > 5:
+                    LOG.warning("stopping %s took %.1f s", name, time.monotonic() - started)
+
+        stopper = threading.Thread(target=run_steps, name="cloud-stop", daemon=True)
+        stopper.start()
+        stopper.join(deadline_s)
+        if stopper.is_alive():
+            LOG.warning(
+                "stopping %s took over %.0f s: killing every child process", current["step"], deadline_s
+            )
+            kill_children()
 
     def __enter__(self) -> LocalCloud:
         return self.start()

@@ -157,9 +157,10 @@ class GatewayServer:
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
+        if self.thread.is_alive():  # shutdown() waits for serve_forever, which a never-started server lacks
+            self.server.shutdown()
+            self.thread.join(timeout=5)
         self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 def moto_wsgi_app() -> Callable[..., Iterable[bytes]]:

@@ -175,7 +175,7 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path, tiny_dataset: tuple[Pat
         assert len(descendants) >= 2  # Lambda workers and training jobs, at least
 
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=90) == 0
     finally:
         if process.poll() is None:
             process.kill()

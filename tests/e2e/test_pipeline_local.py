@@ -17,6 +17,8 @@ import boto3
 import pytest
 from pipeline_data import TINY_CLASSES, TINY_PARAMETERS
 
+from stepsage.report.builder import SECTIONS, build_report
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +70,7 @@ def _wait_for_execution(sfn: Any, arn: str, timeout: float) -> dict[str, Any]:
     raise AssertionError(f"no finished execution after {timeout} s")
 
 
-def test_upload_to_answer(local_up: dict[str, Any], tiny_dataset: tuple[Path, Path]) -> None:
+def test_upload_to_answer(local_up: dict[str, Any], tiny_dataset: tuple[Path, Path], tmp_path: Path) -> None:
     info = local_up
     assert set(info) >= {"endpoint_url", "data_bucket", "state_machine_arn", "function_url"}
     folder, archive = tiny_dataset
@@ -125,3 +127,24 @@ def test_upload_to_answer(local_up: dict[str, Any], tiny_dataset: tuple[Path, Pa
     assert via_url["predictions"][0] == answer["predictions"][0]
     with urllib.request.urlopen(info["function_url"], timeout=60) as page:
         assert page.status == 200 and "text/html" in page.headers["Content-Type"]
+
+    # The run report, read through the same AWS APIs, from this real run.
+    report = build_report(
+        execution["executionArn"],
+        tmp_path / "report",
+        clients=lambda service: _client(service, info),
+        samples=6,
+    )
+    html = report.read_text()
+    for anchor, heading in SECTIONS:
+        assert f'<section id="{anchor}"><h2>{heading}</h2>' in html
+    assert "not available" not in html
+    pictures = {p.stem.split("-", 1)[1] for p in report.parent.glob("*.png")}
+    assert {
+        "pipeline",
+        "tuning-objective",
+        "training-curves",
+        "confusion-matrix",
+        "profiler-phases",
+    } <= pictures
+    assert any(p.startswith("rule-") for p in pictures)
