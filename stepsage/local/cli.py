@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from stepsage.local.cloud import DEFAULT_PORT, CloudSettings, LocalCloud
-from stepsage.local.progress import ProgressPrinter, TransferProgress
+from stepsage.local.progress import ProgressPrinter
+from stepsage.transfers import TransferProgress
 
 
 def add_parser(subparsers: Any) -> None:

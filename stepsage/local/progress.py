@@ -31,6 +31,7 @@ class ProgressPrinter:
         self.best: tuple[str, float] | None = None
         self._last_status: dict[str, tuple[Any, Any]] = {}
         self._trials_done: dict[str, set[str]] = {}
+        self._trials_running: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def _line(self, text: str) -> None:
@@ -79,18 +80,25 @@ class ProgressPrinter:
             self._line(f"{kind:<6} {job} {status} ({secondary}){reason}")
         elif name == "Epoch" and self.show_epochs:
             self._line(f"epoch  {job} #{event.get('epoch')} {_fmt_metrics(event.get('metrics') or {})}")
-        elif name == "TuningTrial" and event.get("status") != "InProgress":
+        elif name == "TuningTrial":
+            tuning = str(event.get("tuning_job"))
+            running = self._trials_running.setdefault(tuning, set())
+            if event.get("status") == "InProgress":
+                running.add(job)
+                return
+            running.discard(job)
             objective = event.get("objective")
             # stepsage's objective (valid:accuracy) is maximized.
             if isinstance(objective, int | float) and (self.best is None or objective > self.best[1]):
                 self.best = (job, float(objective))
-            done = self._trials_done.setdefault(str(event.get("tuning_job")), set())
+            done = self._trials_done.setdefault(tuning, set())
             done.add(job)
             stopped = " (stopped early)" if event.get("early_stopped") else ""
             score = f"objective {objective:.4g}" if isinstance(objective, int | float) else "no objective"
             best_text = f"; best so far {self.best[1]:.4g} ({self.best[0]})" if self.best else ""
             self._line(
-                f"tuning {len(done)} trials done: {job} {event.get('status')}{stopped}, {score}{best_text}"
+                f"tuning {len(done)} done, {len(running)} running: {job} {event.get('status')}{stopped}, "
+                f"{score}{best_text}"
             )
         elif name == "TuningJobStatus":
             reason = f": {event['failure_reason']}" if event.get("failure_reason") else ""
@@ -103,29 +111,3 @@ class ProgressPrinter:
 
     def state_times(self) -> dict[str, float]:
         return dict(self.state_seconds)
-
-
-class TransferProgress:
-    """A byte counter for uploads and downloads that prints a plain line at every `step` percent."""
-
-    def __init__(self, label: str, total_bytes: int, stream: TextIO | None = None, step: int = 10) -> None:
-        self.label = label
-        self.total = max(1, total_bytes)
-        self.stream = stream or sys.stderr
-        self.step = step
-        self.done = 0
-        self._next = step
-        self._lock = threading.Lock()
-        self._started = time.monotonic()
-
-    def __call__(self, transferred: int) -> None:
-        """boto3's transfer Callback: called with the bytes moved since the last call, from many threads."""
-        with self._lock:
-            self.done += transferred
-            percent = 100 * self.done // self.total
-            if percent < self._next:
-                return
-            self._next = (percent // self.step + 1) * self.step
-            rate = self.done / max(1e-6, time.monotonic() - self._started) / 1e6
-            self.stream.write(f"{self.label}: {percent}% of {self.total / 1e6:.1f} MB ({rate:.1f} MB/s)\n")
-            self.stream.flush()

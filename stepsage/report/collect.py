@@ -21,6 +21,7 @@ from stepsage.report.history import (
     sagemaker_jobs,
     state_document,
 )
+from stepsage.transfers import CountingReader, TransferProgress
 
 OUTPUT_MEMBERS = ("metrics.json", "evaluation.json", "rules/verdicts.json", "profiler/profile.json")
 IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
@@ -128,11 +129,18 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+LARGE_DOWNLOAD_BYTES = 20 * 1024 * 1024
+
+
 def read_tar_members(s3: Any, uri: str, members: Iterable[str]) -> dict[str, bytes]:
     """The named files of a .tar.gz on S3, streamed (no seeking), stopping once all are found."""
     wanted = set(members)
     bucket, key = split_s3_uri(uri)
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    response = s3.get_object(Bucket=bucket, Key=key)
+    body: Any = response["Body"]
+    size = int(response.get("ContentLength") or 0)
+    if size > LARGE_DOWNLOAD_BYTES:  # a hooked job's tensors can make this hundreds of MB
+        body = CountingReader(body, TransferProgress(f"reading {key.rsplit('/', 1)[-1]}", size))
     found: dict[str, bytes] = {}
     with tarfile.open(fileobj=body, mode="r|gz") as archive:
         for entry in archive:

@@ -24,7 +24,7 @@ from botocore.compat import HTTPHeaders
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from moto import mock_aws
-from PIL import Image, ImageDraw
+from shapes_dataset import draw_shape
 
 from stepsage.report import builder
 from stepsage.report.collect import Collector, epochs_from_log
@@ -73,21 +73,6 @@ import metrics as training_metrics  # noqa: E402
 # ---------------------------------------------------------------------------------------------- real run
 
 
-def _draw(label: int, index: int, size: int = 20) -> Image.Image:
-    image = Image.new("RGB", (size, size), (250, 250, 250))
-    draw = ImageDraw.Draw(image)
-    offset = index % 3
-    box = (3 + offset, 3 + offset, size - 4, size - 4)
-    if label == 0:
-        draw.ellipse(box, outline=(20, 20, 160), width=2)
-    elif label == 1:
-        draw.rectangle(box, outline=(160, 20, 20), width=2)
-    else:
-        draw.line(box, fill=(20, 120, 20), width=2)
-        draw.line((box[0], box[3], box[2], box[1]), fill=(20, 120, 20), width=2)
-    return image
-
-
 def _container_env(job: Path, data: Path, test: bool = True) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
     env.update(
@@ -131,7 +116,7 @@ def real_run(tmp_path_factory) -> dict[str, Any]:
             folder = data / split / name
             folder.mkdir(parents=True)
             for index in range(count):
-                _draw(label, index + (0 if split == "train" else 100)).save(
+                draw_shape(label, index + (0 if split == "train" else 100)).save(
                     folder / f"{name[4:]}_{index}.png"
                 )
     final = root / "final"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from shapes_dataset import draw_shape
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAINING_CODE = REPO_ROOT / "training_code"
@@ -42,21 +42,6 @@ ARTIFACT_FILES = {
 }
 
 
-def _draw(label: int, index: int, size: int = 20) -> Image.Image:
-    image = Image.new("RGB", (size, size), (250, 250, 250))
-    draw = ImageDraw.Draw(image)
-    offset = index % 3
-    box = (3 + offset, 3 + offset, size - 4, size - 4)
-    if label == 0:
-        draw.ellipse(box, outline=(20, 20, 160), width=2)
-    elif label == 1:
-        draw.rectangle(box, outline=(160, 20, 20), width=2)
-    else:
-        draw.line(box, fill=(20, 120, 20), width=2)
-        draw.line((box[0], box[3], box[2], box[1]), fill=(20, 120, 20), width=2)
-    return image
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shapes") / "shapes"
@@ -65,7 +50,7 @@ def dataset(tmp_path_factory) -> Path:
             folder = root / split / name
             folder.mkdir(parents=True)
             for index in range(count):
-                _draw(label, index + (0 if split == "train" else 100)).save(
+                draw_shape(label, index + (0 if split == "train" else 100)).save(
                     folder / f"{name[4:]}_{index}.jpg"
                 )
     return root

@@ -6,7 +6,8 @@ import io
 
 import pytest
 
-from stepsage.local.progress import ProgressPrinter, TransferProgress
+from stepsage.local.progress import ProgressPrinter
+from stepsage.transfers import CountingReader, TransferProgress
 
 pytestmark = pytest.mark.unit
 
@@ -19,6 +20,10 @@ def test_pipeline_and_job_events_become_plain_lines():
     printer("sagemaker", {**status, "secondary_status": "Training"})
     printer("sagemaker", {**status, "secondary_status": "Training"})  # repeated: printed once
     printer("sagemaker", {"event": "Epoch", "job": "j-001", "epoch": 2, "metrics": {"valid:accuracy": 0.91}})
+    for trial in ("j-001", "j-002"):
+        printer(
+            "sagemaker", {"event": "TuningTrial", "tuning_job": "t", "job": trial, "status": "InProgress"}
+        )
     printer(
         "sagemaker",
         {
@@ -53,11 +58,9 @@ def test_pipeline_and_job_events_become_plain_lines():
     assert lines[0] == "state  RunHPO ..."
     assert lines[1] == "trial  j-001 InProgress (Training)"
     assert lines[2] == "epoch  j-001 #2 valid_accuracy=0.91"
-    assert lines[3].startswith(
-        "tuning 1 trials done: j-001 Completed, objective 0.91; best so far 0.91 (j-001)"
-    )
-    assert lines[4].startswith(
-        "tuning 2 trials done: j-002 Stopped (stopped early), objective 0.5; best so far 0.91"
+    assert lines[3] == "tuning 1 done, 1 running: j-001 Completed, objective 0.91; best so far 0.91 (j-001)"
+    assert lines[4] == (
+        "tuning 2 done, 0 running: j-002 Stopped (stopped early), objective 0.5; best so far 0.91 (j-001)"
     )
     assert lines[5].startswith("state  RunHPO done in ")
     assert lines[6] == "pipeline FAILED: DatasetValidationError class 002.cat"
@@ -73,3 +76,14 @@ def test_transfer_progress_prints_a_plain_line_per_step():
     lines = stream.getvalue().splitlines()
     assert [line.split(":")[1].split("%")[0].strip() for line in lines] == ["30", "50", "80", "100"]
     assert all(line.startswith("uploading data.zip: ") and "\x1b" not in line for line in lines)
+
+
+def test_counting_reader_reports_what_passes_through():
+    stream = io.StringIO()
+    reader = CountingReader(
+        io.BytesIO(b"x" * 400), TransferProgress("reading output.tar.gz", 400, stream, 50)
+    )
+    assert reader.read(100) == b"x" * 100
+    assert reader.read() == b"x" * 300
+    assert reader.read() == b""
+    assert [line.split(": ")[1].split("%")[0] for line in stream.getvalue().splitlines()] == ["100"]

@@ -162,7 +162,13 @@ class TrainingJob:
     # ---- public surface -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.context.emit("TrainingJobStatus", job=self.name, status=self.status, secondary_status="Starting")
+        self.context.emit(
+            "TrainingJobStatus",
+            job=self.name,
+            status=self.status,
+            secondary_status="Starting",
+            tuning_job_arn=self.tuning_job_arn,
+        )
         self._thread.start()
 
     def stop(self, secondary_status: str = "Stopped") -> bool:
