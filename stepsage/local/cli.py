@@ -305,7 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             _print_summary(summary, printer.state_times())
         succeeded = summary["status"] == "SUCCEEDED"
         if succeeded and args.serve and cloud.function_url:
-            _serve_until_interrupted(cloud)
+            _serve_until_interrupted(cloud, name, args.dataset)
         return 0 if succeeded else 1
     except KeyboardInterrupt:
         return 130
@@ -327,9 +327,21 @@ def _write_report(cloud: LocalCloud, execution_arn: str, report_dir: Path | None
         return {"report_error": f"{type(error).__name__}: {error}"}
 
 
-def _serve_until_interrupted(cloud: LocalCloud) -> None:
-    url = cloud.function_url
-    print(f"\nServing the inference URL at {url}  (Ctrl-C stops it)", flush=True)
-    print(f"  curl -s -H 'Content-Type: image/jpeg' --data-binary @some-image.jpg {url}", flush=True)
-    while True:
-        time.sleep(3600)
+def _serve_until_interrupted(cloud: LocalCloud, name: str, dataset: Path) -> None:
+    """Serve the run's URL until Ctrl-C, which here ends a successful run normally."""
+    url = f"{cloud.function_url}{name}"
+    example = _example_image(dataset) or "some-image.jpg"
+    print(f"\nServing the inference URL at {url}  (open it in a browser; Ctrl-C stops it)", flush=True)
+    print(f"  curl -s -H 'Content-Type: image/jpeg' --data-binary @{example} '{url}?top_k=3'", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopped serving", flush=True)
+
+
+def _example_image(dataset: Path) -> str | None:
+    """A held-out image to try, when the dataset is a folder beside the zip (as the demo's is)."""
+    folder = dataset.with_suffix("") if dataset.suffix == ".zip" else dataset
+    images = sorted((folder / "test").glob("*/*.jpg"))
+    return str(images[0]) if images else None
