@@ -14,10 +14,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-import architectures
-import presets
 import torch
 from PIL import Image, UnidentifiedImageError
+
+import architectures
+import presets
 
 try:
     # Inside the serving container the toolkit turns only its own error type into the HTTP status it carries;

@@ -18,18 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
 import checkpoints
+import data
 import evaluation
 import hardware
 import metrics
-import numpy as np
 import presets
-import torch
-import torchvision
 from architectures import ARCHITECTURES, WEIGHTS_CHOICES, build_model, head_of
-from torch import nn
-
-import data
 
 CODE_DIR = Path(__file__).resolve().parent
 OPTIMIZERS = ("adamw", "sgd")

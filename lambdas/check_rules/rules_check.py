@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from rule_verdict import ISSUES, SKIPPED, blocking_rules, from_embedded, from_managed, gate
+
 from stepsage_lambda.s3_api import S3Api
 from stepsage_lambda.sagemaker_api import SageMakerApi
 

@@ -10,6 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deployer import Services, deploy
+
 from stepsage_lambda.runtime_api import RuntimeApi
 from stepsage_lambda.s3_api import S3Api
 from stepsage_lambda.sagemaker_api import SageMakerApi

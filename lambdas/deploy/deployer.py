@@ -9,6 +9,7 @@ from typing import Any
 
 from deploy_decisions import Comparison, EndpointSettings, compare, endpoint_config_request, model_request
 from held_out import score_endpoint
+
 from stepsage_lambda import naming
 from stepsage_lambda.errors import ArtifactMissing, EndpointBusy
 from stepsage_lambda.runtime_api import RuntimeApi

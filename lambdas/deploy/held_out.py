@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 from deploy_decisions import sample_evenly
+
 from stepsage_lambda.runtime_api import RuntimeApi, content_type_for
 from stepsage_lambda.s3_api import S3Api, split_uri
 

@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deployer import Services
 from smoke_test import smoke_test
+
 from stepsage_lambda.runtime_api import RuntimeApi
 from stepsage_lambda.s3_api import S3Api
 from stepsage_lambda.sagemaker_api import SageMakerApi

@@ -8,6 +8,7 @@ from typing import Any
 from deploy_decisions import smoke_threshold, stale_resources
 from deployer import Services
 from held_out import score_endpoint
+
 from stepsage_lambda import naming
 from stepsage_lambda.errors import SmokeTestFailed
 from stepsage_lambda.settings import integer, number, text

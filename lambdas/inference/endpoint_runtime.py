@@ -8,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools import Tracer
 from botocore.exceptions import BotoCoreError, ClientError
 from image_request import EndpointFailed, EndpointNotFound, EndpointUnavailable, endpoint_error
+
 from stepsage_lambda.clients import client as aws_client
 
 tracer = Tracer()

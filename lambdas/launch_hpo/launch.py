@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from code_bundle import build_sourcedir, bundle_key, metric_definitions, tuning_objective
+from tuning_request import TuningSettings, build_tuning_request
+
 from stepsage_lambda.s3_api import S3Api, uri
 from stepsage_lambda.settings import TrainingSettings
-from tuning_request import TuningSettings, build_tuning_request
 
 DEFAULT_CODE_DIR = "/opt/sagemaker_code"
 

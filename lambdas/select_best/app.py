@@ -10,6 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from selection import select_best
+
 from stepsage_lambda.sagemaker_api import SageMakerApi
 
 logger = Logger()

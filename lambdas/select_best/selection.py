@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from final_training import best_summary, final_training_request
+
 from stepsage_lambda.sagemaker_api import SageMakerApi
 from stepsage_lambda.settings import TrainingSettings
 

@@ -10,8 +10,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from stepsage_lambda.stepfunctions_api import StepFunctionsApi
 from trigger import start_for_upload
+
+from stepsage_lambda.stepfunctions_api import StepFunctionsApi
 
 logger = Logger()
 tracer = Tracer()

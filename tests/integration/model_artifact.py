@@ -34,9 +34,10 @@ def build_model_artifact(
     The weights are random but seeded, so the same call always yields the same predictions."""
     if str(TRAINING_CODE) not in sys.path:
         sys.path.insert(0, str(TRAINING_CODE))
+    import torch
+
     import architectures
     import presets
-    import torch
 
     dest.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 
 app = load_lambda_module("inference", "app")
 from botocore.stub import Stubber  # noqa: E402
+
 from stepsage_lambda import clients  # noqa: E402
 
 ENDPOINT = "stepsage-dogs"

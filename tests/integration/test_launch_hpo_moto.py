@@ -16,6 +16,7 @@ pytestmark = pytest.mark.integration
 app = load_lambda_module("launch_hpo", "app")
 import boto3  # noqa: E402
 from events_fixture import ROOT  # noqa: E402
+
 from stepsage_lambda import clients, naming  # noqa: E402
 
 BUCKET = "stepsage-artifacts-123456789012"

@@ -47,7 +47,6 @@ def test_real_train_py_completes_with_metrics_artifact_and_rules(
 
     sys.path.insert(0, str(REPO / "training_code"))
     from metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
-
     from stepsage.sample import build_sample_dataset
 
     build_sample_dataset(tmp_path / "digits", size=16)

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.integration
 
 app = load_lambda_module("start_pipeline", "app")
 from botocore.stub import Stubber  # noqa: E402
+
 from stepsage_lambda import clients, naming  # noqa: E402
 
 STATE_MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:stepsage-pipeline"

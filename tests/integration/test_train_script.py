@@ -20,7 +20,6 @@ TRAINING_CODE = REPO_ROOT / "training_code"
 sys.path.insert(0, str(TRAINING_CODE))
 import architectures  # noqa: E402
 import metrics  # noqa: E402
-
 from stepsage import train_local  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

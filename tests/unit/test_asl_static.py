@@ -13,6 +13,7 @@ pytestmark = pytest.mark.unit
 
 load_lambda_module("select_best", "final_training")  # puts the layer and select_best's modules on the path
 import final_training  # noqa: E402
+
 from stepsage_lambda import errors, naming  # noqa: E402
 
 KNOWN_PLACEHOLDERS = {

@@ -277,9 +277,10 @@ def test_serving_threads_prefers_stepsage_variable(monkeypatch: pytest.MonkeyPat
 
 def _reference_probabilities(artifact: Path, data: bytes) -> torch.Tensor:
     """fp32 probabilities computed here, independently of predict_fn."""
+    from PIL import Image
+
     import architectures
     import presets
-    from PIL import Image
 
     config = json.loads((artifact / "model_config.json").read_text())
     network = architectures.build_model(config["architecture"], config["num_classes"], "none")

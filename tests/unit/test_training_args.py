@@ -106,8 +106,9 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     [("head", "resnet18"), ("last", "resnet18"), ("last", "mobilenet_v3_large"), ("head", "convnext_tiny")],
 )
 def test_trainable_parts_and_frozen_batchnorm(trainable, name):
-    from architectures import build_model
     from torch import nn
+
+    from architectures import build_model
 
     model = build_model(name, 4, "none")
     head_params = train.set_trainable(model, trainable)
