@@ -18,7 +18,11 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stepsage", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="stepsage",
+        description="An image dataset in S3 becomes a tuned, checked, deployed classifier behind a URL: "
+        "on AWS with `sam deploy`, or on this machine with `stepsage local`.",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in SUBCOMMANDS.values():
         try:

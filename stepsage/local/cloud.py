@@ -84,7 +84,13 @@ class LocalCloud:
         self.builder = LambdaBuilder(
             self.stack,
             self.settings.build_dir,
-            extra_inputs=[self.settings.root / "training_code", self.settings.root / "inference_code"],
+            # What the makefile builds read besides their own folder: the shared recipe and the code layer's
+            # sources.
+            extra_inputs=[
+                self.settings.root / "make",
+                self.settings.root / "training_code",
+                self.settings.root / "inference_code",
+            ],
         )
         self._services: dict[str, Any] = {}
         self._runtime_proxy = _LateRuntime()
