@@ -76,11 +76,15 @@ def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _terminate_on_sigterm() -> None:
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both stop the cloud cleanly. SIGINT is set explicitly: a shell starts background
+    jobs with it ignored, and Python then leaves it ignored, so `make demo &` could not be interrupted."""
+
     def handler(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -90,7 +94,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    _terminate_on_sigterm()
+    _stop_on_signals()
     cloud = LocalCloud(_settings(args))
     cloud.build(progress=None if args.json else _log)
     try:
@@ -279,7 +283,7 @@ def _print_summary(summary: dict[str, Any], state_times: dict[str, float]) -> No
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _terminate_on_sigterm()
+    _stop_on_signals()
     name = dataset_name(args.dataset, args.name)
     cloud = LocalCloud(_settings(args))
     printer = ProgressPrinter(stream=sys.stderr)

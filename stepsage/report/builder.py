@@ -339,6 +339,8 @@ def _rules(run: RunData, writer: _Writer) -> str:
                     ("CheckRules verdict", page.Raw(page.badge(gate.get("verdict", "?")))),
                     ("mode", gate.get("mode")),
                     ("deploy gate", gate.get("gate")),
+                    # Issues the gate reported without blocking on them (Overfit, Overtraining under `rules`).
+                    ("advisories", ", ".join(gate.get("advisories") or []) or "none"),
                     ("proceeded to deploy", gate.get("proceed")),
                 ]
             )
