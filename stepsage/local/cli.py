@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import io
 import json
+import os
 import re
 import signal
 import sys
 import tarfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +88,8 @@ def _stop_on_signals() -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck cloud is waiting for.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -93,6 +98,30 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_after(command: Any) -> Any:
+    """Run a command that owns a local cloud, then end the process at once with its exit code.
+
+    By then the cloud has stopped every child. What can still be alive are worker threads of the cloud's
+    own (an S3 transfer pool of a training job that was starting, say) blocked on a gateway that is gone;
+    the interpreter's normal exit would join them and hang for minutes. Nothing is left worth waiting for.
+    """
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            code = int(command(args))
+        except KeyboardInterrupt:
+            code = 130
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    return run
+
+
+@_exit_after
 def cmd_up(args: argparse.Namespace) -> int:
     _stop_on_signals()
     cloud = LocalCloud(_settings(args))
@@ -282,6 +311,7 @@ def _print_summary(summary: dict[str, Any], state_times: dict[str, float]) -> No
     sys.stdout.flush()
 
 
+@_exit_after
 def cmd_run(args: argparse.Namespace) -> int:
     _stop_on_signals()
     name = dataset_name(args.dataset, args.name)

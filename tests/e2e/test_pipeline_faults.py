@@ -175,7 +175,12 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path, tiny_dataset: tuple[Pat
         assert len(descendants) >= 2  # Lambda workers and training jobs, at least
 
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=90) == 0
+        try:
+            assert process.wait(timeout=90) == 0
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGUSR1)  # its thread stacks go to stderr, into this test's report
+            time.sleep(2)
+            raise
     finally:
         if process.poll() is None:
             process.kill()
