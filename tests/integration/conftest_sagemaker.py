@@ -6,6 +6,7 @@ import io
 import socket
 import tarfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,7 +71,11 @@ def s3_endpoint() -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
     yield url
-    server.stop()
+    # moto's ThreadedMotoServer.stop() waits for its serve loop without a bound; once, in a full run, it
+    # never returned. A stuck stop of the test's S3 must not hang the suite, so it gets a deadline.
+    stopper = threading.Thread(target=server.stop, daemon=True)
+    stopper.start()
+    stopper.join(timeout=15)
 
 
 def s3_client(endpoint: str) -> Any:
