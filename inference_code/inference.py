@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import logging
 import os
@@ -15,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 import architectures
 import presets
+from contracts import artifact, images, limits
 
 try:
     # Inside the serving container the toolkit turns only its own error type into the HTTP status it carries;
@@ -31,18 +31,16 @@ logger = logging.getLogger(__name__)
 # Pillow registers its plugins lazily; Image.open(formats=...) only sees registered ones (WEBP).
 Image.init()
 
-IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png", "application/x-image")
+# Every format staging accepts, under its own media type or a generic one (contracts.images).
+IMAGE_CONTENT_TYPES = images.MEDIA_TYPES
 JSON_CONTENT_TYPE = "application/json"
 CONTENT_TYPES = (*IMAGE_CONTENT_TYPES, JSON_CONTENT_TYPE)
 ACCEPT_TYPES = (JSON_CONTENT_TYPE, "*/*", "application/*")
-# Decoders limited to common, well-trodden formats: every extra PIL plugin is more parser attack surface.
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
-DEFAULT_TOP_K = 5
-MAX_TOP_K = 100
-# 40 MP covers any phone or DSLR photo; beyond it a small file is almost surely a decompression bomb.
-DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
-# Serverless endpoints cap payloads at 4 MB and real-time ones at 6 MB; base64 JSON inflates by 4/3.
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+IMAGE_FORMATS = tuple(fmt.name for fmt in images.FORMATS)
+DEFAULT_TOP_K = limits.DEFAULT_TOP_K
+MAX_TOP_K = limits.MAX_TOP_K
+DEFAULT_MAX_IMAGE_PIXELS = limits.MAX_IMAGE_PIXELS
+DEFAULT_MAX_BODY_BYTES = limits.MAX_SERVING_BODY_BYTES
 # bf16 may change a probability by about 1e-2; a larger gap means the model is not safe to run in bf16.
 BF16_AGREEMENT_TOLERANCE = 0.03
 
@@ -227,14 +225,14 @@ def model_fn(model_dir: str) -> LoadedModel:
     threads = serving_threads()
     if threads:
         torch.set_num_threads(threads)
-    config = _read_json(os.path.join(model_dir, "model_config.json"))
-    labels = [str(label) for label in _read_json(os.path.join(model_dir, "labels.json"))]
+    config = _read_json(os.path.join(model_dir, artifact.CONFIG))
+    labels = [str(label) for label in _read_json(os.path.join(model_dir, artifact.LABELS))]
     num_classes = int(config["num_classes"])
     if len(labels) != num_classes:
         raise ValueError(f"labels.json has {len(labels)} labels; model_config.json has {num_classes}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     network = architectures.build_model(config["architecture"], num_classes, "none")
-    architectures.load_state(network, os.path.join(model_dir, "model.pth"), device=str(device))
+    architectures.load_state(network, os.path.join(model_dir, artifact.WEIGHTS), device=str(device))
     network = network.to(device).eval()
     transform = presets.eval_transform(
         int(config["image_size"]),
@@ -267,30 +265,20 @@ def _as_bytes(body: Any) -> bytes:
 
 
 def decode_image(data: bytes, pixel_limit: int | None = None) -> Image.Image:
-    """Decode to RGB, refusing oversized images from their header before any pixel is decompressed."""
+    """The shared decode (contracts.images.decode): RGB, refused from its header when oversized."""
     if not data:
         raise EmptyBodyError("the image is empty")
     limit = max_image_pixels() if pixel_limit is None else pixel_limit
     try:
-        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-    except Image.DecompressionBombError as e:
-        raise TooManyPixelsError(f"image refused as a decompression bomb: {e}") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        return images.decode(data, max_pixels=limit)
+    except images.TooManyPixels as e:
+        raise TooManyPixelsError(str(e)) from e
+    except images.EmptyImage as e:
+        raise EmptyBodyError(str(e)) from e
+    except images.ImageError as e:
         raise UndecodableInputError(
             f"cannot decode the image; send one of {', '.join(IMAGE_FORMATS)}: {e}"
         ) from e
-    width, height = image.size
-    if width <= 0 or height <= 0:
-        raise UndecodableInputError(f"image has no pixels ({width}x{height})")
-    if width * height > limit:
-        raise TooManyPixelsError(f"image is {width}x{height} = {width * height} pixels; the limit is {limit}")
-    try:
-        image.load()
-        return image.convert("RGB")
-    except Image.DecompressionBombError as e:
-        raise TooManyPixelsError(f"image refused as a decompression bomb: {e}") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise UndecodableInputError(f"the image is corrupt or truncated: {e}") from e
 
 
 def parse_top_k(value: Any) -> int:

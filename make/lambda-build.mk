@@ -33,6 +33,11 @@ pip_install = $(PIP) install --quiet --disable-pip-version-check --no-warn-confl
 # $(call copy_tree,SOURCE_DIR,TARGET_DIR[,EXCLUDES]): the folder's files, keeping subfolders.
 copy_tree = mkdir -p $(2) && tar -C $(1) $(if $(3),$(3),$(SHIP_EXCLUDES)) -cf - . | tar -C $(2) -xf -
 
+# $(call copy_contracts,TARGET_DIR): the standard-library contracts package (repository root), byte for
+# byte, as TARGET_DIR/contracts. Every unit gets its copy here; tests/unit/test_contracts_parity.py fails
+# when a built copy drifts.
+copy_contracts = $(call copy_tree,$(REPO_ROOT)/contracts,$(1)/contracts,$(CACHE_EXCLUDES))
+
 # $(call build_python,SOURCE_DIR,TARGET_DIR): pinned requirements (when the folder has any), then the code.
 define build_python
 	$(if $(ARTIFACTS_DIR),,$(error ARTIFACTS_DIR is not set: run through `sam build` or pass ARTIFACTS_DIR=...))

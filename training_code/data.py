@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as F
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-SPLITS = ("train", "valid", "test")
+from contracts import datasets, images
+
+# Staging accepts exactly these, and serving decodes them (contracts.images): a file any unit refuses
+# never gets this far.
+IMAGE_EXTENSIONS = images.EXTENSIONS
+SPLITS = datasets.SPLITS
 # Decoded uint8 images up to this size stay in memory: decoding small JPEGs every epoch costs more than
 # the training step itself on a small CPU, and the whole digits sample is a few MB.
 DEFAULT_CACHE_BUDGET_BYTES = 2 * 1024**3
@@ -98,10 +101,10 @@ def check_same_classes(splits: Sequence[Split]) -> list[str]:
 
 
 def _open_image(path: Path, data: bytes | None = None) -> Image.Image:
+    """The shared decode (contracts.images.decode), so training sees the pixels serving will see."""
     try:
-        with Image.open(io.BytesIO(data) if data is not None else path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+        return images.decode(data if data is not None else path.read_bytes())
+    except (OSError, images.ImageError) as e:
         raise UnreadableImageError(f"unreadable image {path}: {e}") from e
 
 
@@ -110,19 +113,21 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     return F.pil_to_tensor(_open_image(Path(path)))
 
 
-def inspect_split(split: Split, digest: hashlib._Hash) -> None:
-    """Hash every file's bytes into `digest` and read each header; fills `split.sizes`."""
+def inspect_split(split: Split) -> list[tuple[str, str]]:
+    """Read every image's header (fills `split.sizes`) and return its (staged path, sha256) pairs, the
+    input of contracts.datasets.dataset_hash: the manifest of the staged dataset hashes the same pairs."""
     split.sizes = []
-    for path, label in split.samples:
+    files: list[tuple[str, str]] = []
+    for path, _label in split.samples:
         data = path.read_bytes()
         relative = path.relative_to(split.root).as_posix()
-        digest.update(f"{split.name}/{relative}\0{label}\0{len(data)}\0".encode())
-        digest.update(data)
+        files.append((f"{split.name}/{relative}", hashlib.sha256(data).hexdigest()))
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                split.sizes.append(image.size)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+            info = images.inspect(data)
+        except images.ImageError as e:
             raise UnreadableImageError(f"unreadable image {path}: {e}") from e
+        split.sizes.append((info.width, info.height))
+    return files
 
 
 def decoded_bytes(splits: Sequence[Split]) -> int:

@@ -24,12 +24,14 @@ import torchvision
 from torch import nn
 
 import checkpoints
+import contracts
 import data
 import evaluation
 import hardware
 import metrics
 import presets
 from architectures import ARCHITECTURES, WEIGHTS_CHOICES, build_model, head_of
+from contracts import artifact, datasets
 
 CODE_DIR = Path(__file__).resolve().parent
 OPTIMIZERS = ("adamw", "sgd")
@@ -527,9 +529,9 @@ def find_inference_code(code_dir: Path = CODE_DIR) -> Path:
 
 
 def code_version(code_dir: Path, inference_dir: Path) -> str:
-    """A hash of the training and inference code, so a model names the exact code that made it."""
+    """A hash of the training, inference and contracts code, so a model names the exact code that made it."""
     digest = hashlib.sha256()
-    for folder in (code_dir, inference_dir):
+    for folder in (code_dir, inference_dir, Path(contracts.__file__).parent):
         for path in sorted(folder.glob("*")):
             if path.is_file() and path.suffix in (".py", ".txt"):
                 digest.update(f"{folder.name}/{path.name}\0".encode())
@@ -559,21 +561,28 @@ def write_model_artifact(
     model_dir.mkdir(parents=True, exist_ok=True)
     # Plain contiguous fp32 tensors: channels_last strides would otherwise travel into the artifact.
     plain = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
-    torch.save(plain, model_dir / "model.pth")
-    _write_json(model_dir / "model_config.json", model_config)
-    _write_json(model_dir / "labels.json", labels)
-    _write_json(model_dir / "evaluation.json", evaluation_result)
-    _write_json(model_dir / "run.json", run_info)
-    code = model_dir / "code"
+    torch.save(plain, model_dir / artifact.WEIGHTS)
+    _write_json(model_dir / artifact.CONFIG, model_config)
+    _write_json(model_dir / artifact.LABELS, labels)
+    _write_json(model_dir / artifact.EVALUATION, evaluation_result)
+    _write_json(model_dir / artifact.RUN_INFO, run_info)
+    code = model_dir / artifact.CODE_DIR
     code.mkdir(exist_ok=True)
-    shutil.copyfile(inference_dir / "inference.py", code / "inference.py")
-    shutil.copyfile(code_dir / "presets.py", code / "presets.py")
-    shutil.copyfile(code_dir / "architectures.py", code / "architectures.py")
-    requirements = inference_dir / "requirements.txt"
+    shutil.copyfile(inference_dir / artifact.INFERENCE_ENTRY, code / artifact.INFERENCE_ENTRY)
+    for module in artifact.SERVING_TRAINING_MODULES:
+        shutil.copyfile(code_dir / module, code / module)
+    # The contracts package this job imported (the sourcedir's copy on SageMaker), byte for byte.
+    shutil.rmtree(code / artifact.CONTRACTS_PACKAGE, ignore_errors=True)
+    shutil.copytree(
+        Path(contracts.__file__).parent,
+        code / artifact.CONTRACTS_PACKAGE,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    requirements = inference_dir / artifact.INFERENCE_REQUIREMENTS
     if requirements.is_file():
-        shutil.copyfile(requirements, code / "requirements.txt")
+        shutil.copyfile(requirements, code / artifact.INFERENCE_REQUIREMENTS)
     else:
-        (code / "requirements.txt").write_text("")
+        (code / artifact.INFERENCE_REQUIREMENTS).write_text("")
 
 
 def write_failure(output_data_dir: str | None, message: str) -> None:
@@ -627,10 +636,8 @@ def _load_splits(args: argparse.Namespace) -> tuple[list[data.Split], str]:
     if args.test:
         splits.append(data.scan_split(args.test, "test"))
     data.check_same_classes(splits)
-    digest = hashlib.sha256()
-    for split in splits:
-        data.inspect_split(split, digest)
-    return splits, digest.hexdigest()
+    files = [entry for split in splits for entry in data.inspect_split(split)]
+    return splits, datasets.dataset_hash(files)
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:

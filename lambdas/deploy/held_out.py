@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError
 from deploy_decisions import sample_evenly
 
+from contracts.images import has_image_extension
 from stepsage_lambda.runtime_api import RuntimeApi, content_type_for
 from stepsage_lambda.s3_api import S3Api, split_uri
-
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,8 @@ def labelled_images(test_prefix_uri: str, s3: S3Api) -> list[tuple[str, str]]:
     images = []
     for key in s3.list_keys(f"s3://{bucket}/{prefix}"):
         parts = key[len(prefix) :].split("/")
-        if len(parts) == 2 and parts[1].lower().endswith(_IMAGE_SUFFIXES):
+        # Every format staging accepts: a test image the scorer skipped would score a model on nothing.
+        if len(parts) == 2 and has_image_extension(parts[1]):
             images.append((key, parts[0]))
     return sorted(images)
 

@@ -5,32 +5,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from contracts import datasets, images, limits
 from stepsage_lambda import naming
 
-DEFAULT_TOP_K = 5  # what the endpoint returns for a raw image (inference_code/inference.py)
-MAX_TOP_K = 100
-# Serverless endpoints take at most 4 MB per request; a Function URL buffers 6 MB, base64 included.
-DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
-DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # the endpoint's own limit (inference.py DEFAULT_MAX_IMAGE_PIXELS)
-RAW_CONTENT_TYPES = ("application/x-image", "application/octet-stream")
+DEFAULT_TOP_K = limits.DEFAULT_TOP_K  # what the endpoint returns when the request names no top_k
+MAX_TOP_K = limits.MAX_TOP_K
+DEFAULT_MAX_PAYLOAD_BYTES = limits.MAX_ENDPOINT_PAYLOAD_BYTES
+DEFAULT_MAX_IMAGE_PIXELS = limits.MAX_IMAGE_PIXELS
+RAW_CONTENT_TYPES = images.GENERIC_MEDIA_TYPES
 JSON_CONTENT_TYPE = "application/json"
-# What a dataset may be called in a URL path: the path arrives percent-encoded, so anything wider would
-# need decoding rules of its own. Names outside SageMaker's alphabet still map, by naming.endpoint_name.
-DATASET_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-# What the endpoint is told for each sniffed format; it decodes these and nothing else.
-ENDPOINT_CONTENT_TYPES = {
-    "jpeg": "image/jpeg",
-    "png": "image/png",
-    "webp": "application/x-image",
-    "gif": "application/x-image",
-    "bmp": "application/x-image",
-}
 
 
 class RequestRejected(Exception):
@@ -117,6 +104,7 @@ class ImageInfo:
     format: str
     width: int
     height: int
+    media_type: str = "application/x-image"  # what the endpoint is told; it decodes every contract format
 
 
 @dataclass(frozen=True)
@@ -126,98 +114,26 @@ class ClassifyRequest:
     top_k: int | None = None  # None: the endpoint's default
 
 
-# ---- image headers, read with the standard library only ----------------------------------------------
+# ---- image headers, read with the standard library only (contracts.images) ---------------------------
 
 
 def sniff_format(data: bytes) -> str | None:
-    """The image format from its magic bytes, or None."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[:2] == b"BM":
-        return "bmp"
-    return None
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    offset = 2
-    while offset + 4 <= len(data):
-        if data[offset] != 0xFF:
-            raise ValueError(f"no JPEG marker at byte {offset}")
-        marker = data[offset + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            offset += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            offset += 2
-            continue
-        if marker in (0xD9, 0xDA):
-            raise ValueError("the JPEG has no frame header before its image data")
-        (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
-        # SOF0..SOF15 carry the frame size, except DHT (C4), JPG (C8) and DAC (CC).
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[offset + 5 : offset + 9])
-            return width, height
-        offset += 2 + length
-    raise ValueError("the JPEG ends before its frame header")
-
-
-def _webp_size(data: bytes) -> tuple[int, int]:
-    chunk = data[12:16]
-    if chunk == b"VP8 ":
-        if data[23:26] != b"\x9d\x01\x2a":
-            raise ValueError("bad VP8 start code")
-        width, height = struct.unpack("<HH", data[26:30])
-        return width & 0x3FFF, height & 0x3FFF
-    if chunk == b"VP8L":
-        if data[20] != 0x2F:
-            raise ValueError("bad VP8L signature")
-        b0, b1, b2, b3 = data[21:25]
-        return 1 + (b0 | (b1 & 0x3F) << 8), 1 + (b1 >> 6 | b2 << 2 | (b3 & 0x0F) << 10)
-    if chunk == b"VP8X":
-        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
-    raise ValueError(f"unknown WebP chunk {chunk!r}")
-
-
-def _bmp_size(data: bytes) -> tuple[int, int]:
-    (header_size,) = struct.unpack("<I", data[14:18])
-    if header_size == 12:  # OS/2 BITMAPCOREHEADER
-        width, height = struct.unpack("<HH", data[18:22])
-        return width, height
-    width, height = struct.unpack("<ii", data[18:26])
-    return width, abs(height)  # a negative height means top-down rows
+    """The image format from its magic bytes (lower case), or None."""
+    fmt = images.sniff(data)
+    return fmt.name.lower() if fmt else None
 
 
 def image_info(data: bytes) -> ImageInfo:
     """Format and size from the header alone: no pixel is decoded, so a bomb costs nothing here."""
-    if not data:
-        raise EmptyImage("the image is empty")
-    fmt = sniff_format(data)
-    if fmt is None:
-        raise UndecodableImage("the body is not a JPEG, PNG, WebP, GIF or BMP image")
     try:
-        if fmt == "jpeg":
-            width, height = _jpeg_size(data)
-        elif fmt == "png":
-            if data[12:16] != b"IHDR":
-                raise ValueError("the PNG does not start with IHDR")
-            width, height = struct.unpack(">II", data[16:24])
-        elif fmt == "gif":
-            width, height = struct.unpack("<HH", data[6:10])
-        elif fmt == "webp":
-            width, height = _webp_size(data)
-        else:
-            width, height = _bmp_size(data)
-    except (ValueError, struct.error, IndexError) as e:
-        raise UndecodableImage(f"the {fmt.upper()} header is unreadable: {e}") from e
-    if width <= 0 or height <= 0:
-        raise UndecodableImage(f"the {fmt.upper()} header claims {width}x{height} pixels")
-    return ImageInfo(fmt, width, height)
+        info = images.inspect(data, max_pixels=2**63)
+    except images.EmptyImage as e:
+        raise EmptyImage(str(e)) from e
+    except images.ImageError as e:
+        raise UndecodableImage(str(e)) from e
+    return ImageInfo(
+        info.format.name.lower(), info.width, info.height, images.endpoint_media_type(info.format)
+    )
 
 
 # ---- which endpoint ----------------------------------------------------------------------------------
@@ -225,10 +141,10 @@ def image_info(data: bytes) -> ImageInfo:
 
 def dataset_endpoint_name(dataset: str) -> str:
     """`POST /<dataset>` -> the endpoint the deploy step gives that dataset (`stepsage-<dataset>`)."""
-    if not DATASET_SEGMENT.match(dataset):
+    if not datasets.is_valid_name(dataset):
         raise InvalidDataset(
-            f"{dataset[:120]!r} is not a dataset name: use 1 to 100 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit (datasets/<name>.zip serves from POST /<name>)"
+            f"{dataset[:120]!r} is not a dataset name: use {datasets.NAME_RULE} "
+            "(datasets/<name>.zip serves from POST /<name>)"
         )
     return naming.endpoint_name(dataset)
 
@@ -314,7 +230,7 @@ def endpoint_payload(request: ClassifyRequest, limits: Limits) -> tuple[bytes, s
     """The InvokeEndpoint body and content type. Raw bytes whenever the endpoint's default top-k covers the
     request (the answer is cut here); JSON only for a larger top_k, since base64 costs a third more."""
     if request.top_k is None or request.top_k <= DEFAULT_TOP_K:
-        return request.image, ENDPOINT_CONTENT_TYPES[request.info.format]
+        return request.image, request.info.media_type
     body = json.dumps({"image": base64.b64encode(request.image).decode("ascii"), "top_k": request.top_k})
     payload = body.encode("utf-8")
     if len(payload) > limits.max_payload_bytes:

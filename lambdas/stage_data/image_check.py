@@ -1,15 +1,15 @@
-"""Image checks: magic bytes, a pixel count read from the header, then a full decode with Pillow."""
+"""Staging's image check: the shared decode (contracts.images), with errors that name the entry."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 from dataset_errors import DatasetValidationError
 from PIL import Image
 
-# torchvision's ImageFolder only loads these extensions, so anything else would silently vanish in training.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
+from contracts import images
+
+IMAGE_EXTENSIONS = images.EXTENSIONS
 
 # Pillow refuses images above twice its own MAX_IMAGE_PIXELS in open(); our limit must sit below that.
 PILLOW_HARD_PIXEL_LIMIT = 2 * (Image.MAX_IMAGE_PIXELS or 0) or None
@@ -22,55 +22,51 @@ class ImageInfo:
     height: int
 
 
-def has_image_extension(filename: str) -> bool:
-    return filename.lower().endswith(IMAGE_EXTENSIONS)
+has_image_extension = images.has_image_extension
 
 
 def sniff_format(head: bytes) -> str | None:
     """The Pillow format name that the leading bytes announce, or None."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head.startswith(b"BM"):
-        return "BMP"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    if len(head) >= 3 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():
-        return "PPM"
-    return None
+    fmt = images.sniff(head)
+    return fmt.name if fmt else None
 
 
 def inspect_image(data: bytes, name: str, *, max_pixels: int) -> ImageInfo:
-    """Prove `data` is one decodable image within `max_pixels`; the error names the entry."""
-    image_format = sniff_format(data[:16])
-    if image_format is None:
-        raise DatasetValidationError(f"{name} is not an image (unrecognised leading bytes)", entry=name)
+    """Prove `data` decodes exactly as training and serving will decode it (contracts.images.decode),
+    within `max_pixels`; the error names the entry and, for a format serving cannot read, the format."""
+    fmt = images.sniff(data)
     try:
-        with Image.open(io.BytesIO(data), formats=[image_format]) as image:
-            width, height = image.size
-            # The header alone gives the size, so a pixel bomb is refused before any decoding.
-            if width * height > max_pixels:
-                raise DatasetValidationError(
-                    f"{name} is {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
-                    "(MAX_IMAGE_PIXELS)",
-                    entry=name,
-                )
-            image.verify()
-        with Image.open(io.BytesIO(data), formats=[image_format]) as image:
-            image.load()
-    except Image.DecompressionBombError as e:
+        info = images.inspect(data, max_pixels=max_pixels)
+        images.decode(data, max_pixels=max_pixels)
+    except images.TooManyPixels as e:
+        claimed = _claimed_pixels(data)
+        if PILLOW_HARD_PIXEL_LIMIT and claimed is not None and claimed >= PILLOW_HARD_PIXEL_LIMIT:
+            raise DatasetValidationError(
+                f"{name} has more pixels than Pillow's hard limit of {PILLOW_HARD_PIXEL_LIMIT} "
+                "(decompression bomb)",
+                entry=name,
+            ) from e
+        raise DatasetValidationError(f"{name}: {e} (MAX_IMAGE_PIXELS)", entry=name) from e
+    except images.UnsupportedFormat as e:
         raise DatasetValidationError(
-            f"{name} has more pixels than Pillow's hard limit of {PILLOW_HARD_PIXEL_LIMIT} "
-            "(decompression bomb)",
+            f"{name} is {images.unsupported_format_name(data)}, a format the endpoint cannot decode; "
+            f"convert it to one of {images.FORMAT_NAMES}",
             entry=name,
         ) from e
-    except DatasetValidationError:
-        raise
-    except Exception as e:  # any decoder failure on untrusted bytes means "not an image"
+    except (images.NotAnImage, images.EmptyImage) as e:
         raise DatasetValidationError(
-            f"{name} does not decode as {image_format} ({type(e).__name__})", entry=name
+            f"{name} is not an image (unrecognised leading bytes; accepted: {images.FORMAT_NAMES})",
+            entry=name,
         ) from e
-    return ImageInfo(image_format, width, height)
+    except images.ImageError as e:
+        kind = fmt.name if fmt else "an image"
+        raise DatasetValidationError(f"{name} does not decode as {kind} ({e})", entry=name) from e
+    return ImageInfo(info.format.name, info.width, info.height)
+
+
+def _claimed_pixels(data: bytes) -> int | None:
+    try:
+        info = images.inspect(data, max_pixels=2**63)
+    except images.ImageError:
+        return None
+    return info.pixels

@@ -33,6 +33,8 @@ from staging import (
     staged_path,
 )
 
+from contracts import datasets
+
 SecondsLeft = Callable[[], float]
 
 
@@ -71,6 +73,11 @@ def stage_dataset(
     event: StageDataEvent, settings: StagingSettings, store: DatasetStore, *, seconds_left: SecondsLeft
 ) -> StagingResult:
     """Validate the upload named by `event` and publish it under staged/<name>/<execution>/."""
+    if not datasets.is_valid_name(event.dataset_name):
+        raise DatasetValidationError(
+            f"the dataset name {event.dataset_name[:120]!r} (from {event.key[:200]!r}) cannot be served at "
+            f"POST /<name>: use {datasets.NAME_RULE}, then upload it again"
+        )
     if event.kind == "zip":
         return _stage_zip(event, settings, store, seconds_left)
     return _stage_folder(event, settings, store, seconds_left)

@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-READY_MARKER = "_READY"
+from contracts import datasets
+
+READY_MARKER = datasets.READY_MARKER
 
 
 class StageDataEvent(BaseModel):
@@ -15,7 +17,9 @@ class StageDataEvent(BaseModel):
     bucket: str = Field(min_length=3, max_length=63)
     key: str = Field(min_length=1, max_length=1024)
     version_id: str | None = None
-    dataset_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    # Only the shape of one key segment here; stage_dataset checks contracts.datasets.NAME_RULE and fails
+    # the run with DatasetValidationError, which notifies the user, instead of an opaque parse error.
+    dataset_name: str = Field(min_length=1, max_length=1024, pattern=r"^[^/\x00-\x1f]+$")
     execution_name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,80}$")
 
     @model_validator(mode="after")
@@ -29,11 +33,11 @@ class StageDataEvent(BaseModel):
 
     @property
     def archive_key(self) -> str:
-        return f"datasets/{self.dataset_name}.zip"
+        return datasets.archive_key(self.dataset_name)
 
     @property
     def folder_prefix(self) -> str:
-        return f"datasets/{self.dataset_name}/"
+        return datasets.folder_prefix(self.dataset_name)
 
     @property
     def kind(self) -> Literal["zip", "folder"]:

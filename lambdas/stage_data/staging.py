@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import re
@@ -14,7 +13,11 @@ from typing import Any
 from dataset_errors import DatasetTooLargeError, DatasetValidationError
 from image_check import IMAGE_EXTENSIONS, PILLOW_HARD_PIXEL_LIMIT, has_image_extension
 
-SPLITS = ("train", "valid", "test")
+from contracts import datasets
+from contracts.images import FORMAT_NAMES, unsupported_format_for_filename
+from contracts.limits import MAX_IMAGE_PIXELS
+
+SPLITS = datasets.SPLITS
 CARVED_SPLITS = ("valid", "test")
 JUNK_NAMES = {
     "__MACOSX": "macOS resource fork folder",
@@ -59,6 +62,9 @@ class StagingLimits:
             raise ValueError(
                 f"MAX_IMAGE_PIXELS must stay below Pillow's hard limit {PILLOW_HARD_PIXEL_LIMIT}"
             )
+        if limits.max_image_pixels > MAX_IMAGE_PIXELS:
+            # Serving refuses larger images, so a model would train on images its endpoint cannot take.
+            raise ValueError(f"MAX_IMAGE_PIXELS must not exceed the serving limit {MAX_IMAGE_PIXELS}")
         if limits.max_compression_ratio <= 1:
             raise ValueError("MAX_COMPRESSION_RATIO must be greater than 1")
         return limits
@@ -200,6 +206,13 @@ def plan_layout(entries: Iterable[tuple[str, bool]]) -> LayoutPlan:
             raise DatasetValidationError(
                 f"file {name!r} is at the wrong depth; expected {split}/<class>/<image>", entry=name
             )
+        unsupported = unsupported_format_for_filename(relative[2])
+        if unsupported:
+            raise DatasetValidationError(
+                f"file {name!r} is {unsupported}, a format the endpoint cannot decode; convert it to one of "
+                f"{FORMAT_NAMES}",
+                entry=name,
+            )
         if not has_image_extension(relative[2]):
             raise DatasetValidationError(
                 f"file {name!r} is not an image (allowed extensions: {', '.join(IMAGE_EXTENSIONS)})",
@@ -284,8 +297,7 @@ def plan_channels(plan: LayoutPlan, settings: SplitSettings) -> dict[str, str]:
     return channels
 
 
-def staged_path(channel: str, label: str, filename: str) -> str:
-    return f"{channel}/{label}/{filename}"
+staged_path = datasets.staged_path
 
 
 @dataclass(frozen=True)
@@ -337,12 +349,7 @@ def _gb(size: int) -> str:
     return f"{size / 1e9:.2f} GB ({size} bytes)"
 
 
-def dataset_hash(files: Iterable[tuple[str, str]]) -> str:
-    """sha256 over the sorted (staged path, content sha256) pairs: the identity of what training sees."""
-    digest = hashlib.sha256()
-    for path, content_sha256 in sorted(files):
-        digest.update(f"{path}\t{content_sha256}\n".encode())
-    return digest.hexdigest()
+dataset_hash = datasets.dataset_hash
 
 
 def count_channels(images: Iterable[StagedImage]) -> dict[str, int]:

@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from contracts import datasets, images
 from stepsage.local.cloud import DEFAULT_PORT, CloudSettings, LocalCloud
 from stepsage.local.progress import ProgressPrinter
 from stepsage.transfers import TransferProgress
@@ -162,11 +163,14 @@ def _up_banner(info: dict[str, Any]) -> str:
 
 
 def dataset_name(path: Path, explicit: str | None = None) -> str:
-    """A dataset name S3 keys and endpoint names accept: letters, digits and dashes."""
-    raw = explicit or (path.stem if path.suffix == ".zip" else path.name)
-    name = re.sub(r"[^A-Za-z0-9-]+", "-", raw).strip("-").lower()
-    if not name:
-        raise ValueError(f"cannot derive a dataset name from {path}; pass --name")
+    """The dataset's name under datasets/: `--name` as given, or one derived from the file or folder name
+    within the grammar every unit shares (contracts.datasets), so the run is reachable at POST /<name>."""
+    if explicit is not None:
+        return datasets.check_name(explicit)
+    raw = path.name[: -len(datasets.ARCHIVE_SUFFIX)] if path.name.lower().endswith(".zip") else path.name
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", raw).lstrip("._-")[: datasets.NAME_MAX_LENGTH].lower()
+    if not datasets.is_valid_name(name):
+        raise datasets.InvalidDatasetName(f"cannot derive a dataset name from {path}; pass --name")
     return name
 
 
@@ -175,7 +179,7 @@ def upload_dataset(cloud: LocalCloud, path: Path, name: str, quiet: bool = False
     s3 = cloud.client("s3")
     bucket = cloud.data_bucket
     if path.is_file():
-        key = f"datasets/{name}.zip"
+        key = datasets.archive_key(name)
         progress = None if quiet else TransferProgress(f"uploading {path.name}", path.stat().st_size)
         s3.upload_file(str(path), bucket, key, Callback=progress)
         return key
@@ -186,9 +190,9 @@ def upload_dataset(cloud: LocalCloud, path: Path, name: str, quiet: bool = False
         None if quiet else TransferProgress(f"uploading {path.name}/", sum(f.stat().st_size for f in files))
     )
     for file in files:
-        key = f"datasets/{name}/{file.relative_to(path).as_posix()}"
+        key = datasets.folder_prefix(name) + file.relative_to(path).as_posix()
         s3.upload_file(str(file), bucket, key, Callback=progress)
-    key = f"datasets/{name}/_READY"
+    key = datasets.ready_key(name)
     s3.put_object(Bucket=bucket, Key=key, Body=b"")
     return key
 
@@ -314,7 +318,11 @@ def _print_summary(summary: dict[str, Any], state_times: dict[str, float]) -> No
 @_exit_after
 def cmd_run(args: argparse.Namespace) -> int:
     _stop_on_signals()
-    name = dataset_name(args.dataset, args.name)
+    try:
+        name = dataset_name(args.dataset, args.name)
+    except datasets.InvalidDatasetName as e:
+        print(f"stepsage local run: {e}", file=sys.stderr)
+        return 2
     cloud = LocalCloud(_settings(args))
     printer = ProgressPrinter(stream=sys.stderr)
     try:
@@ -365,8 +373,9 @@ def _serve_until_interrupted(cloud: LocalCloud, name: str, dataset: Path) -> Non
     """Serve the run's URL until Ctrl-C, which here ends a successful run normally."""
     url = f"{cloud.function_url}{name}"
     example = _example_image(dataset) or "some-image.jpg"
+    media_type = images.media_type_for_filename(example)
     print(f"\nServing the inference URL at {url}  (open it in a browser; Ctrl-C stops it)", flush=True)
-    print(f"  curl -s -H 'Content-Type: image/jpeg' --data-binary @{example} '{url}?top_k=3'", flush=True)
+    print(f"  curl -s -H 'Content-Type: {media_type}' --data-binary @{example} '{url}?top_k=3'", flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -377,5 +386,5 @@ def _serve_until_interrupted(cloud: LocalCloud, name: str, dataset: Path) -> Non
 def _example_image(dataset: Path) -> str | None:
     """A held-out image to try, when the dataset is a folder beside the zip (as the demo's is)."""
     folder = dataset.with_suffix("") if dataset.suffix == ".zip" else dataset
-    images = sorted((folder / "test").glob("*/*.jpg"))
-    return str(images[0]) if images else None
+    found = sorted(p for p in (folder / "test").glob("*/*") if images.format_for_filename(p.name))
+    return str(found[0]) if found else None

@@ -84,10 +84,11 @@ class LocalCloud:
         self.builder = LambdaBuilder(
             self.stack,
             self.settings.build_dir,
-            # What the makefile builds read besides their own folder: the shared recipe and the code layer's
-            # sources.
+            # What the makefile builds read besides their own folder: the shared recipe, the contracts
+            # package every unit carries, and the code layer's sources.
             extra_inputs=[
                 self.settings.root / "make",
+                self.settings.root / "contracts",
                 self.settings.root / "training_code",
                 self.settings.root / "inference_code",
             ],

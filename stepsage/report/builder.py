@@ -153,6 +153,7 @@ def _pipeline(run: RunData, writer: _Writer) -> str:
             ]
         )
     ]
+    parts.append(_dataset_identity(run))
     model = build_graph(run.definition)
     model.runs = runs_from_history(run.events)
     parts.append(writer.figure("pipeline", draw_figure(model, f"Pipeline: {status}"), "the state machine"))
@@ -173,6 +174,26 @@ def _pipeline(run: RunData, writer: _Writer) -> str:
     parts.append("<h3>States in the order they ran</h3>")
     parts.append(page.table(["state", "type", "status", "entries", "time", "error"], rows))
     return "".join(parts)
+
+
+def _dataset_identity(run: RunData) -> str:
+    """The staged dataset version and the one the model says it trained on: the same hash, or a warning."""
+    staged = run.document.get("dataset") if isinstance(run.document.get("dataset"), dict) else {}
+    staged_hash = staged.get("dataset_hash")
+    trained_hash = None if isinstance(run.run_info, Unavailable) else run.run_info.get("dataset_hash")
+    if staged_hash and trained_hash:
+        verdict = page.Raw(page.badge("same" if staged_hash == trained_hash else "DIFFERENT"))
+    else:
+        verdict = None
+    return "<h3>Dataset version</h3>" + page.facts(
+        [
+            ("dataset", staged.get("dataset_name")),
+            ("manifest", staged.get("manifest")),
+            ("dataset hash (manifest)", staged_hash),
+            ("dataset hash (model's run.json)", trained_hash),
+            ("model trained on the staged version", verdict),
+        ]
+    )
 
 
 def _first_entry(events: list[dict[str, Any]], name: str) -> int:

@@ -7,11 +7,12 @@ import re
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from contracts import artifact as artifact_layout
+from contracts import images
 from stepsage.report.clients import ClientFactory
 from stepsage.report.history import (
     TRAINING_RESOURCE,
@@ -23,8 +24,15 @@ from stepsage.report.history import (
 )
 from stepsage.transfers import CountingReader, TransferProgress
 
-OUTPUT_MEMBERS = ("metrics.json", "evaluation.json", "rules/verdicts.json", "profiler/profile.json")
-IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+OUTPUT_MEMBERS = (
+    "metrics.json",
+    artifact_layout.EVALUATION,
+    artifact_layout.RUN_INFO,
+    "rules/verdicts.json",
+    "profiler/profile.json",
+)
+# What the report may also read from model.tar.gz when output.tar.gz lacks it (both carry these).
+MODEL_MEMBERS = (artifact_layout.EVALUATION, artifact_layout.RUN_INFO)
 # Keys read from a test prefix when picking samples: enough to cover 133 classes several times over.
 MAX_LISTED_KEYS = 20000
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -105,6 +113,7 @@ class RunData:
     verdicts: dict[str, Any] | Unavailable = field(default_factory=lambda: Unavailable("not read"))
     profile: dict[str, Any] | Unavailable = field(default_factory=lambda: Unavailable("not read"))
     evaluation: dict[str, Any] | Unavailable = field(default_factory=lambda: Unavailable("not read"))
+    run_info: dict[str, Any] | Unavailable = field(default_factory=lambda: Unavailable("not read"))
     samples: list[Sample] | Unavailable = field(default_factory=lambda: Unavailable("not read"))
     endpoint: Endpoint | Unavailable = field(default_factory=lambda: Unavailable("not read"))
 
@@ -259,7 +268,7 @@ class Collector:
     def _artifacts(self, run: RunData) -> None:
         job = run.final_job
         if isinstance(job, Unavailable):
-            run.metrics = run.verdicts = run.profile = run.evaluation = job
+            run.metrics = run.verdicts = run.profile = run.evaluation = run.run_info = job
             return
         name, status = job["TrainingJobName"], job.get("TrainingJobStatus")
         uri = output_tarball_uri(job)
@@ -286,18 +295,22 @@ class Collector:
         run.profile = load("profiler/profile.json")
         if isinstance(run.profile, Unavailable):
             run.profile = Unavailable(f"{run.profile.reason}: the job ran without --profile on")
-        evaluation = load("evaluation.json")
+        loaded = {member: load(member) for member in MODEL_MEMBERS}
         artifact = (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
-        if isinstance(evaluation, Unavailable) and artifact:
-            # The model artifact carries evaluation.json too (docs/contracts.md).
-            reason = evaluation.reason
+        missing = [member for member, value in loaded.items() if isinstance(value, Unavailable)]
+        if missing and artifact:
+            # The model artifact carries evaluation.json and run.json too (contracts.artifact).
             try:
-                model_files = read_tar_members(self.clients("s3"), artifact, ["evaluation.json"])
-                if "evaluation.json" in model_files:
-                    evaluation = dict(json.loads(model_files["evaluation.json"]))
+                model_files = read_tar_members(self.clients("s3"), artifact, missing)
+                for member in missing:
+                    if member in model_files:
+                        loaded[member] = dict(json.loads(model_files[member]))
             except (ClientError, BotoCoreError, tarfile.TarError, ValueError) as e:
-                evaluation = Unavailable(f"{reason}; {artifact}: {_problem(e)}")
-        run.evaluation = evaluation
+                for member in missing:
+                    reason = loaded[member].reason  # type: ignore[union-attr]
+                    loaded[member] = Unavailable(f"{reason}; {artifact}: {_problem(e)}")
+        run.evaluation = loaded[artifact_layout.EVALUATION]
+        run.run_info = loaded[artifact_layout.RUN_INFO]
 
     def _metrics_from_logs(self, job: dict[str, Any], missing: Unavailable) -> dict[str, Any] | Unavailable:
         """DescribeTrainingJob keeps only final metrics; on AWS the per-epoch lines are in CloudWatch Logs."""
@@ -370,7 +383,7 @@ class Collector:
             try:
                 response = runtime.invoke_endpoint(
                     EndpointName=endpoint.name,
-                    ContentType=IMAGE_TYPES.get(PurePosixPath(key).suffix.lower(), "application/x-image"),
+                    ContentType=images.endpoint_media_type(images.format_for_filename(key)),
                     Accept="application/json",
                     Body=image,
                 )
@@ -388,7 +401,7 @@ def _list_images(s3: Any, prefix_uri: str) -> tuple[str, str, list[str]]:
     relative: list[str] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            if PurePosixPath(item["Key"]).suffix.lower() in IMAGE_TYPES:
+            if images.has_image_extension(item["Key"]):
                 relative.append(item["Key"][len(prefix) :])
         if len(relative) >= MAX_LISTED_KEYS:
             break

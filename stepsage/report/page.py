@@ -30,8 +30,11 @@ pre { background: #f5f5f5; padding: 8px; overflow-x: auto; font-size: 12px; whit
 nav a { margin-right: 14px; } details { margin: 8px 0; } summary { cursor: pointer; color: #1565c0; }
 """
 
-GOOD_WORDS = {"SUCCEEDED", "Completed", "InService", "NoIssuesFound", "passed", "deploy", "succeeded"}
-BAD_WORDS = {"FAILED", "Failed", "IssuesFound", "Error", "TIMED_OUT", "ABORTED", "failed", "RuleIssuesFound"}
+GOOD_WORDS = {"SUCCEEDED", "Completed", "InService", "NoIssuesFound", "passed", "deploy", "succeeded", "same"}
+BAD_WORDS = {
+    "FAILED", "Failed", "IssuesFound", "Error", "TIMED_OUT", "ABORTED", "failed", "RuleIssuesFound",
+    "DIFFERENT",
+}  # fmt: skip
 
 
 def escape(value: Any) -> str:

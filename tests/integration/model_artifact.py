@@ -11,7 +11,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAINING_CODE = REPO_ROOT / "training_code"
 INFERENCE_CODE = REPO_ROOT / "inference_code"
-# What the training job copies into code/ beside inference.py.
+CONTRACTS = REPO_ROOT / "contracts"
+# What the training job copies into code/ beside inference.py (contracts.artifact names them).
 CODE_FILES = (
     INFERENCE_CODE / "inference.py",
     INFERENCE_CODE / "requirements.txt",
@@ -64,6 +65,7 @@ def build_model_artifact(
     code.mkdir(exist_ok=True)
     for source in CODE_FILES:
         shutil.copy2(source, code / source.name)
+    shutil.copytree(CONTRACTS, code / "contracts", ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 
 

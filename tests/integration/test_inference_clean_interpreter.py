@@ -64,6 +64,8 @@ ROUND_TRIP = textwrap.dedent(
     results["attempted"] = attempted
     results["flags"] = {"isolated": sys.flags.isolated, "ignore_environment": sys.flags.ignore_environment}
     results["modules"] = sorted({m.split(".")[0] for m in sys.modules})
+    import contracts
+    results["contracts_from"] = contracts.__file__
     print(json.dumps(results))
     """
 )
@@ -106,6 +108,8 @@ def test_runs_isolated_and_never_imports_stepsage(clean_run: dict) -> None:
     assert result["attempted"] == []
     assert "stepsage" not in result["modules"]
     assert {"torch", "torchvision", "PIL", "presets", "architectures", "inference"} <= set(result["modules"])
+    # The artifact's own copy of the contracts, not one the interpreter happens to have elsewhere.
+    assert Path(result["contracts_from"]).is_relative_to(clean_run["artifact"] / "code" / "contracts")
 
 
 def test_round_trip_matches_the_in_process_model(clean_run: dict, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -62,6 +62,13 @@ def _json_body(document: dict) -> bytes:
         ("application/x-image", "GIF"),
         ("application/x-image", "BMP"),
         ("IMAGE/JPEG; charset=binary", "JPEG"),
+        # Every format staging accepts is served, under its own media type too (contracts.images).
+        ("image/tiff", "TIFF"),
+        ("image/webp", "WEBP"),
+        ("image/bmp", "BMP"),
+        ("image/gif", "GIF"),
+        ("image/x-portable-anymap", "PPM"),
+        ("application/x-image", "TIFF"),
     ],
 )
 def test_input_fn_decodes_images_to_rgb(content_type: str, fmt: str) -> None:
@@ -91,7 +98,7 @@ def test_input_fn_json_null_top_k_means_default() -> None:
 # ---- input_fn: typed errors ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "image/tiff", "", None, "multipart/form-data"])
+@pytest.mark.parametrize("content_type", ["text/plain", "image/svg+xml", "", None, "multipart/form-data"])
 def test_unsupported_content_type_is_415(content_type: str | None) -> None:
     with pytest.raises(inference.UnsupportedContentTypeError) as caught:
         inference.input_fn(image_bytes(), content_type)
@@ -117,7 +124,7 @@ def test_empty_base64_image_is_empty_body() -> None:
         (b"definitely not an image", "image/jpeg"),
         (image_bytes("JPEG")[:200], "image/jpeg"),  # truncated: header fine, pixels missing
         (b"\x00" * 64, "application/x-image"),
-        (image_bytes("TIFF"), "application/x-image"),  # a real image in a format we do not decode
+        (image_bytes("ICO"), "application/x-image"),  # a real image in a format we do not decode
         (b"{not json", "application/json"),
         (b'["image"]', "application/json"),
         (b'{"picture": "abc"}', "application/json"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "training_code"))
 import data
 import presets
+from contracts import datasets
 
 pytestmark = pytest.mark.unit
 
@@ -64,7 +64,7 @@ def test_unreadable_image_is_named_when_inspected(tmp_path, payload):
     bad.write_bytes(payload)
     split = data.scan_split(root, "train")
     with pytest.raises(data.UnreadableImageError, match=r"broken\.jpg"):
-        data.inspect_split(split, hashlib.sha256())
+        data.inspect_split(split)
 
 
 def test_truncated_image_is_named_when_decoded(tmp_path):
@@ -73,7 +73,7 @@ def test_truncated_image_is_named_when_decoded(tmp_path):
     Image.effect_noise((64, 64), 60).convert("RGB").save(truncated)
     truncated.write_bytes(truncated.read_bytes()[:-1500])
     split = data.scan_split(root, "train")
-    data.inspect_split(split, hashlib.sha256())  # the header is intact
+    data.inspect_split(split)  # the header is intact
     with pytest.raises(data.UnreadableImageError, match=r"truncated\.jpg"):
         data.ImageFolderDataset(split, presets.eval_transform(32), cache=True)
 
@@ -83,9 +83,7 @@ def test_dataset_hash_changes_with_content_and_is_stable(tmp_path):
 
     def digest():
         split = data.scan_split(root, "train")
-        hasher = hashlib.sha256()
-        data.inspect_split(split, hasher)
-        return hasher.hexdigest(), split
+        return datasets.dataset_hash(data.inspect_split(split)), split
 
     first, split = digest()
     assert split.sizes == [(12, 12), (12, 13), (12, 12), (12, 13)]
@@ -110,7 +108,7 @@ def test_cached_and_lazy_items_are_identical(tmp_path):
 
 def test_cache_decision(tmp_path):
     split = data.scan_split(_write_split(tmp_path / "train"), "train")
-    data.inspect_split(split, hashlib.sha256())
+    data.inspect_split(split)
     assert data.decoded_bytes([split]) == 3 * 12 * (12 + 13 + 12 + 13)
     assert data.should_cache("auto", [split])
     assert not data.should_cache("auto", [split], budget=10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from contracts import datasets
 from stepsage_lambda.errors import InvalidResourceName
 
 # SageMaker's pattern for tuning jobs, endpoints, models and endpoint configs: alnum runs joined by hyphens.
@@ -26,7 +27,6 @@ STACK_TAG = "stepsage:stack"
 DATASET_TAG = "stepsage:dataset"
 EXECUTION_TAG = "stepsage:execution"
 _ENDPOINT_PREFIX = "stepsage-"
-_DATASET_KEY = re.compile(r"^datasets/(?:(?P<zip>[^/]+)\.zip|(?P<folder>[^/]+)/_READY)$")
 
 
 def slug(text: str, max_length: int) -> str:
@@ -60,12 +60,11 @@ def final_training_job_name(execution: str, retry_count: int) -> str:
 
 
 def dataset_name_from_key(key: str) -> str | None:
-    """`datasets/<name>.zip` or `datasets/<name>/_READY` -> name; any other key -> None."""
-    match = _DATASET_KEY.match(key)
-    if not match:
-        return None
-    name = match.group("zip") or match.group("folder")
-    return name if name and name.strip() else None
+    """`datasets/<name>.zip` or `datasets/<name>/_READY` -> name as written; any other key -> None.
+
+    A name outside contracts.datasets.NAME_RULE still starts a run: StageData refuses it with
+    DatasetValidationError, so the user gets the notice that says which names work instead of silence."""
+    return datasets.name_from_key(key)
 
 
 def endpoint_name(dataset_name: str) -> str:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from contracts import images
 from stepsage_lambda.clients import client as default_client
-
-_CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
 
 def content_type_for(key: str) -> str:
-    suffix = key[key.rfind(".") :].lower() if "." in key else ""
-    return _CONTENT_TYPES.get(suffix, "application/x-image")
+    """What InvokeEndpoint gets for a staged image, by its name (contracts.images)."""
+    return images.endpoint_media_type(images.format_for_filename(key))
 
 
 class RuntimeApi:

@@ -1,0 +1,178 @@
+"""Every unit carries a byte-identical copy of contracts/; the facts it owns match their other spellings."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from lambda_harness import load_lambda_module
+
+from contracts import datasets, images, limits
+from stepsage.aws import cfn_yaml
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACTS = ROOT / "contracts"
+
+
+def contracts_drift(copy: Path, source: Path = CONTRACTS) -> list[str]:
+    """What differs between the contracts package and a unit's copy of it: missing, extra or changed files."""
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {
+            path.relative_to(root).as_posix(): path.read_bytes()
+            for path in sorted(root.rglob("*"))
+            if path.is_file() and "__pycache__" not in path.parts
+        }
+
+    wanted, found = files(source), files(copy) if copy.is_dir() else {}
+    problems = [f"missing {name}" for name in sorted(wanted.keys() - found.keys())]
+    problems += [f"extra {name}" for name in sorted(found.keys() - wanted.keys())]
+    problems += [
+        f"changed {name}" for name in sorted(wanted.keys() & found.keys()) if wanted[name] != found[name]
+    ]
+    return problems
+
+
+def _make(makefile: Path, target: str, artifacts: Path) -> None:
+    # PIP=true skips the pinned requirements (network, minutes); the copy steps under test still run.
+    result = subprocess.run(
+        ["make", "-f", str(makefile), target, f"ARTIFACTS_DIR={artifacts}", "PIP=true"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def common_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("common")
+    _make(ROOT / "lambdas/common/Makefile", "build-CommonLayer", out)
+    return out / "python"
+
+
+@pytest.fixture(scope="module")
+def code_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("code")
+    _make(ROOT / "layers/sagemaker_code/Makefile", "build-SageMakerCodeLayer", out)
+    return out / "sagemaker_code"
+
+
+def test_the_lambda_layer_carries_the_contracts(common_layer: Path) -> None:
+    assert (common_layer / "stepsage_lambda").is_dir()
+    assert contracts_drift(common_layer / "contracts") == []
+
+
+def test_the_code_layer_and_the_sourcedir_bundle_carry_the_contracts(code_layer: Path) -> None:
+    assert contracts_drift(code_layer / "training_code" / "contracts") == []
+    bundle = load_lambda_module("launch_hpo", "code_bundle")
+    with tarfile.open(fileobj=io.BytesIO(bundle.build_sourcedir(code_layer))) as archive:
+        unpacked = Path(code_layer.parent / "unpacked")
+        archive.extractall(unpacked, filter="data")
+    # At the sourcedir's root, beside train.py: SageMaker puts that folder first on sys.path.
+    assert (unpacked / "train.py").is_file()
+    assert contracts_drift(unpacked / "contracts") == []
+
+
+def test_the_model_artifact_carries_the_contracts(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "training_code"))
+    try:
+        import train
+    finally:
+        sys.path.remove(str(ROOT / "training_code"))
+    train.write_model_artifact(
+        tmp_path,
+        state_dict={},
+        model_config={},
+        labels=[],
+        evaluation_result={},
+        run_info={},
+        inference_dir=ROOT / "inference_code",
+    )
+    assert contracts_drift(tmp_path / "code" / "contracts") == []
+    assert (tmp_path / "code" / "inference.py").read_bytes() == (
+        ROOT / "inference_code/inference.py"
+    ).read_bytes()
+
+
+def test_a_deliberate_drift_is_caught(common_layer: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "contracts"
+    shutil.copytree(common_layer / "contracts", copy)
+    assert contracts_drift(copy) == []
+    limits_file = copy / "limits.py"
+    limits_file.write_text(limits_file.read_text().replace("MAX_TOP_K = 100", "MAX_TOP_K = 50"))
+    (copy / "stale.py").write_text("")
+    (copy / "datasets.py").unlink()
+    assert contracts_drift(copy) == ["missing datasets.py", "extra stale.py", "changed limits.py"]
+
+
+# ---- facts spelled outside Python: template.yaml ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    return cfn_yaml.load(ROOT / "template.yaml")
+
+
+def test_the_upload_rule_matches_the_key_grammar(template: dict) -> None:
+    rule = template["Resources"]["StartPipelineFunction"]["Properties"]["Events"]["DatasetUploaded"]
+    keys = rule["Properties"]["Pattern"]["detail"]["object"]["key"]
+    assert tuple(entry["wildcard"] for entry in keys) == datasets.EVENT_KEY_WILDCARDS
+
+
+def test_the_served_dataset_parameter_is_a_dataset_name_that_maps_to_its_endpoint(template: dict) -> None:
+    from stepsage_lambda import naming
+
+    parameter = template["Parameters"]["ServedDataset"]
+    assert parameter["MaxLength"] == naming.ENDPOINT_NAME_MAX - len("stepsage-")
+    pattern = re.compile(parameter["AllowedPattern"])
+    samples = ["a", "dogImages", "x" * parameter["MaxLength"], "a-b--c", "Z9"]
+    for name in samples:
+        assert pattern.match(name), name
+        # Within the grammar every unit accepts, and the URL Lambda's ENDPOINT_NAME is its endpoint.
+        assert datasets.is_valid_name(name) and naming.endpoint_name(name) == f"stepsage-{name}"
+    assert datasets.is_valid_name(template["Parameters"]["ServedDataset"]["Default"])
+
+
+def test_every_staged_format_has_a_media_type_the_endpoint_takes() -> None:
+    sys.path.insert(0, str(ROOT / "training_code"))
+    try:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            "parity_inference", ROOT / "inference_code/inference.py"
+        )
+        assert spec and spec.loader
+        inference = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = inference  # its dataclasses look their module up there
+        spec.loader.exec_module(inference)
+    finally:
+        sys.path.remove(str(ROOT / "training_code"))
+    for fmt in images.FORMATS:
+        assert fmt.media_type in inference.CONTENT_TYPES
+        assert images.endpoint_media_type(fmt) in inference.CONTENT_TYPES
+    assert inference.MAX_TOP_K == limits.MAX_TOP_K and inference.DEFAULT_TOP_K == limits.DEFAULT_TOP_K
+
+
+def test_contracts_import_only_the_standard_library() -> None:
+    import ast
+
+    for path in CONTRACTS.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module level only: Pillow is imported inside decode(), where it is needed
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert top in sys.stdlib_module_names or top in ("contracts", "__future__"), (path.name, name)
