@@ -148,3 +148,87 @@ def test_upload_to_answer(local_up: dict[str, Any], tiny_dataset: tuple[Path, Pa
         "profiler-phases",
     } <= pictures
     assert any(p.startswith("rule-") for p in pictures)
+
+
+def _wait_for_dataset_run(sfn: Any, arn: str, dataset: str, timeout: float) -> dict[str, Any]:
+    """The finished execution of one dataset (execution names start with the dataset's slug), so several
+    datasets can share one local cloud."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for summary in sfn.list_executions(stateMachineArn=arn)["executions"]:
+            if summary["name"].startswith(f"{dataset}-") and summary["status"] != "RUNNING":
+                return sfn.describe_execution(executionArn=summary["executionArn"])
+        time.sleep(1)
+    raise AssertionError(f"no finished execution for {dataset} after {timeout} s")
+
+
+def _tar_member(s3: Any, uri: str, member: str) -> bytes:
+    import io
+    import tarfile
+
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as archive:
+        extracted = archive.extractfile(member)
+        assert extracted is not None
+        return extracted.read()
+
+
+def test_every_accepted_format_trains_deploys_and_serves(
+    local_up: dict[str, Any], formats_dataset: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """TIFF, WebP, BMP, PGM, GIF, 16-bit PNG, palette PNG with alpha, CMYK and EXIF-rotated JPEG: staged,
+    trained, scored by the smoke test and answered by the URL, under their own media type or x-image."""
+    import hashlib
+
+    from contracts import images
+
+    info = local_up
+    folder, archive = formats_dataset
+    s3, sfn, sagemaker = (_client(s, info) for s in ("s3", "stepfunctions", "sagemaker"))
+    s3.upload_file(str(archive), info["data_bucket"], "datasets/formats.zip")
+    execution = _wait_for_dataset_run(sfn, info["state_machine_arn"], "formats", timeout=300)
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    output = json.loads(execution["output"])
+
+    # One dataset version: the manifest staging wrote and the run.json of the model that trained on it.
+    manifest_bucket, manifest_key = output["dataset"]["manifest"].removeprefix("s3://").split("/", 1)
+    manifest = json.loads(s3.get_object(Bucket=manifest_bucket, Key=manifest_key)["Body"].read())
+    assert manifest["dataset_hash"] == output["dataset"]["dataset_hash"]
+    formats = {file["format"] for file in manifest["files"]}
+    assert formats == {fmt.name for fmt in images.FORMATS}
+    staged_prefix = manifest_key.rsplit("/", 1)[0] + "/"
+    for file in manifest["files"][:20]:
+        body = s3.get_object(Bucket=manifest_bucket, Key=staged_prefix + file["path"])["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == file["sha256"]
+    finals = [
+        j["TrainingJobName"]
+        for j in sagemaker.list_training_jobs()["TrainingJobSummaries"]
+        if j["TrainingJobName"].startswith(execution["name"]) and "-final-" in j["TrainingJobName"]
+    ]
+    assert len(finals) == 1
+    final = sagemaker.describe_training_job(TrainingJobName=finals[0])
+    run_info = json.loads(_tar_member(s3, final["ModelArtifacts"]["S3ModelArtifacts"], "run.json"))
+    assert run_info["dataset_hash"] == manifest["dataset_hash"]
+
+    url = info["function_url"] + "formats"
+    test_images = sorted(p for p in (folder / "test").rglob("*") if p.is_file())
+    assert {p.suffix for p in test_images} >= {".tif", ".webp", ".bmp", ".pgm", ".gif", ".png", ".jpeg"}
+    for path in test_images:
+        for content_type in (images.media_type_for_filename(path.name), "application/x-image"):
+            request = urllib.request.Request(
+                url, data=path.read_bytes(), method="POST", headers={"Content-Type": content_type}
+            )
+            with urllib.request.urlopen(request, timeout=60) as response:
+                assert response.status == 200, (path.name, content_type)
+                answer = json.loads(response.read())
+            assert answer["predictions"][0]["label"] in TINY_CLASSES
+
+    report = build_report(
+        execution["executionArn"],
+        tmp_path / "report",
+        clients=lambda service: _client(service, info),
+        samples=4,
+    )
+    html = report.read_text()
+    assert manifest["dataset_hash"] in html
+    assert '<span class="badge ok">same</span>' in html
