@@ -737,6 +737,7 @@ def _loader_options(hp: dict[str, Any], runtime: hardware.Runtime) -> dict[str, 
 def evaluation_loader(
     split: data.Split, cached: bool, hp: dict[str, Any], runtime: hardware.Runtime
 ) -> DataLoader:
+    """A split in a fixed order with the eval transform, applied once up front when the result fits memory."""
     image_size = hp["image_size"]
     dataset = data.precompute(
         data.ImageFolderDataset(split, presets.eval_transform(image_size), cache=cached), image_size
