@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,14 +23,17 @@ import numpy as np
 import torch
 import torchvision
 from torch import nn
+from torch.utils.data import DataLoader
 
 import checkpoints
 import contracts
 import data
+import debugging
 import evaluation
 import hardware
 import metrics
 import presets
+import profiler
 from architectures import ARCHITECTURES, WEIGHTS_CHOICES, build_model, head_of
 from contracts import artifact, datasets
 
@@ -598,14 +602,6 @@ def write_failure(output_data_dir: str | None, message: str) -> None:
 # ------------------------------------------------------------------------------------------------ main
 
 
-def _optional_module(name: str) -> Any:
-    try:
-        return __import__(name)
-    except ImportError as e:
-        print(f"{name}: not available ({e}); continuing without it", flush=True)
-        return None
-
-
 def _usable_checkpoint_dir(path: str | None) -> Path | None:
     if not path:
         return None
@@ -640,34 +636,79 @@ def _load_splits(args: argparse.Namespace) -> tuple[list[data.Split], str]:
     return splits, datasets.dataset_hash(files)
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
-    started = time.perf_counter()
-    inference_dir = find_inference_code()
+@dataclass
+class Splits:
+    """The scanned channels, their content hash, and whether their decoded images stay in memory."""
+
+    train: data.Split
+    valid: data.Split
+    test: data.Split | None
+    dataset_hash: str
+    cached: bool
+
+    @property
+    def labels(self) -> list[str]:
+        return self.train.classes
+
+
+@dataclass
+class Training:
+    """The model on its device and everything that updates it; a checkpoint saves each one's state."""
+
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+
+@dataclass
+class Progress:
+    """Where the epochs stand: a checkpoint saves it, a resumed run starts from it."""
+
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(
+        default_factory=lambda: {"epoch": 0, "valid_accuracy": -1.0, "valid_loss": math.inf}
+    )
+    stale_epochs: int = 0
+    next_epoch: int = 1
+    stopped_early: bool = False
+    resumed_from: str | None = None
+
+
+def load_data(args: argparse.Namespace) -> tuple[Splits, dict[str, Any]]:
+    """Scan and check the channels, and resolve the hyperparameters that follow from the data."""
     splits, dataset_hash = _load_splits(args)
     train_split, valid_split = splits[0], splits[1]
     test_split = splits[2] if len(splits) > 2 else None
-    labels = train_split.classes
     hp = resolve_hyperparameters(args, data.median_short_side(train_split))
-    cached = data.should_cache(args.cache, splits)
+    found = Splits(train_split, valid_split, test_split, dataset_hash, data.should_cache(args.cache, splits))
     print(
-        f"data: {len(labels)} classes; train {len(train_split)}, valid {len(valid_split)}, "
+        f"data: {len(found.labels)} classes; train {len(train_split)}, valid {len(valid_split)}, "
         f"test {len(test_split) if test_split else 'none'} images; "
-        f"{'decoded in memory' if cached else 'decoded per step'} "
+        f"{'decoded in memory' if found.cached else 'decoded per step'} "
         f"({data.decoded_bytes(splits) / 1e6:.1f} MB); sha256 {dataset_hash[:16]}",
         flush=True,
     )
+    return found, hp
 
-    output_dir = Path(args.output_data_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    hook = None
-    if args.debug_hook:
-        debugging = _optional_module("debugging")
-        if debugging is not None:
-            hook = debugging.create_hook(
-                str(output_dir / "tensors"),
-                save_interval=args.hook_save_interval,
-                include_activations=args.hook_activations,
-            )
+
+def create_debug_hook(args: argparse.Namespace, output_dir: Path) -> debugging.DebugHook | None:
+    """The smdebug hook when asked for; None, with the reason printed, when smdebug cannot be imported."""
+    if not args.debug_hook:
+        return None
+    return debugging.create_hook(
+        str(output_dir / "tensors"),
+        save_interval=args.hook_save_interval,
+        include_activations=args.hook_activations,
+    )
+
+
+def set_up_runtime(
+    args: argparse.Namespace, hp: dict[str, Any], cached: bool, hook: debugging.DebugHook | None
+) -> hardware.Runtime:
+    """Device and precision (fp32 while the hook records), and the worker count resolved into `hp`."""
     runtime = hardware.detect_runtime(
         device=args.device, precision=args.precision, hook_records=hook is not None
     )
@@ -676,36 +717,69 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     )
     print(f"runtime: {json.dumps(runtime.describe())}", flush=True)
     print(f"hyperparameters: {json.dumps({k: v for k, v in hp.items() if k not in PATH_KEYS})}", flush=True)
+    return runtime
 
-    profiler = _optional_module("profiler") if args.profile else None
-    sampler = profiler.SystemSampler(interval_s=1.0) if profiler else None
+
+def start_profiling(enabled: bool, runtime: hardware.Runtime) -> tuple[profiler.SystemSampler | None, Any]:
+    """A running system sampler and a phase timer, or no sampler and a timer that records nothing."""
+    if not enabled:
+        return None, _NoTimer()
+    sampler = profiler.SystemSampler(interval_s=1.0)
     # Kernels run asynchronously on a GPU: without a sync each phase would be charged to the next one.
-    timer = profiler.PhaseTimer(cuda_sync=runtime.device.type == "cuda") if profiler else _NoTimer()
-    if sampler is not None:
-        sampler.start()
+    timer = profiler.PhaseTimer(cuda_sync=runtime.device.type == "cuda")
+    sampler.start()
+    return sampler, timer
 
-    torch.manual_seed(hp["seed"])
-    random.seed(hp["seed"])
-    np.random.seed(hp["seed"] % 2**32)
 
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _loader_options(hp: dict[str, Any], runtime: hardware.Runtime) -> dict[str, Any]:
+    return {"workers": hp["workers"], "pin_memory": runtime.pin_memory}
+
+
+def evaluation_loader(
+    split: data.Split, cached: bool, hp: dict[str, Any], runtime: hardware.Runtime
+) -> DataLoader:
+    """A split in a fixed order with the eval transform, applied once up front when the result fits memory."""
     image_size = hp["image_size"]
+    dataset = data.precompute(
+        data.ImageFolderDataset(split, presets.eval_transform(image_size), cache=cached), image_size
+    )
+    return data.make_loader(
+        dataset, batch_size=max(hp["batch_size"], 128), shuffle=False, **_loader_options(hp, runtime)
+    )
+
+
+def build_loaders(
+    found: Splits, hp: dict[str, Any], runtime: hardware.Runtime
+) -> tuple[DataLoader, DataLoader]:
+    """The shuffled training loader and the validation loader."""
     train_set = data.ImageFolderDataset(
-        train_split, presets.train_transform(image_size, hp["augment"], hp["hflip"]), cache=cached
+        found.train, presets.train_transform(hp["image_size"], hp["augment"], hp["hflip"]), cache=found.cached
     )
-    valid_set = data.precompute(
-        data.ImageFolderDataset(valid_split, presets.eval_transform(image_size), cache=cached), image_size
-    )
-    loader_options = {"workers": hp["workers"], "pin_memory": runtime.pin_memory}
+    valid_loader = evaluation_loader(found.valid, found.cached, hp, runtime)
     # A last batch of one sample breaks BatchNorm in training mode; dropping a partial batch is harmless.
     train_loader = data.make_loader(
         train_set, batch_size=hp["batch_size"], shuffle=True, seed=hp["seed"],
-        drop_last=len(train_set) > hp["batch_size"], **loader_options,
+        drop_last=len(train_set) > hp["batch_size"], **_loader_options(hp, runtime),
     )  # fmt: skip
-    eval_batch = max(hp["batch_size"], 128)
-    valid_loader = data.make_loader(valid_set, batch_size=eval_batch, shuffle=False, **loader_options)
+    return train_loader, valid_loader
 
+
+def build_training(
+    hp: dict[str, Any],
+    num_classes: int,
+    runtime: hardware.Runtime,
+    steps_per_epoch: int,
+    hook: debugging.DebugHook | None,
+) -> Training:
+    """The model with its trainable part chosen, on its device, with its loss, optimizer and schedule."""
     try:
-        model = build_model(hp["model"], len(labels), hp["weights"])
+        model = build_model(hp["model"], num_classes, hp["weights"])
     except Exception as e:
         if hp["weights"] == "imagenet":
             raise TrainingError(
@@ -723,7 +797,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     model = model.to(runtime.device)
     criterion = nn.CrossEntropyLoss(label_smoothing=hp["label_smoothing"])
     optimizer = build_optimizer(model, head_params, hp)
-    steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * hp["epochs"]
     warmup_steps = min(round(hp["warmup_epochs"] * steps_per_epoch), total_steps // 2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -732,57 +805,83 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             step, total_steps=total_steps, warmup_steps=warmup_steps, schedule=hp["schedule"]
         ),
     )
-    scaler = runtime.grad_scaler()
     if hook is not None:
         hook.attach(model, criterion)
+    return Training(model, criterion, optimizer, scheduler, runtime.grad_scaler())
 
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": 0, "valid_accuracy": -1.0, "valid_loss": math.inf}
-    best_state = copy.deepcopy(model.state_dict())
-    stale_epochs = 0
-    start_epoch = 1
-    stopped_early = False
-    resumed_from = None
-    fingerprint = _fingerprint(hp, dataset_hash)
-    checkpoint_dir = _usable_checkpoint_dir(args.checkpoint_dir)
-    if checkpoint_dir is not None:
-        found = checkpoints.latest_checkpoint(checkpoint_dir)
-        if found is not None and found[1].get("fingerprint") != fingerprint:
-            print(f"checkpoint: ignoring {found[0]}: it belongs to a different run or dataset", flush=True)
-        elif found is not None:
-            path, state = found
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            checkpoints.restore_rng_state(state["rng"])
-            history, best, stale_epochs = (
-                list(state["history"]),
-                dict(state["best"]),
-                int(state["stale_epochs"]),
-            )
-            stopped_early = bool(state["stopped_early"])
-            start_epoch = int(state["epoch"]) + 1
-            saved_best = checkpoints.load_best(checkpoint_dir)
-            if saved_best is not None:
-                best_state = saved_best["model"]
-            else:
-                print("checkpoint: best weights missing; the resumed weights stand in for them", flush=True)
-                best_state = copy.deepcopy(model.state_dict())
-            resumed_from = str(path)
-            print(f"checkpoint: resumed from {path} (epoch {state['epoch']} done)", flush=True)
 
-    train_started = time.perf_counter()
-    for epoch in range(start_epoch, hp["epochs"] + 1):
-        if stopped_early:
+def resume(checkpoint_dir: Path | None, fingerprint: str, training: Training) -> Progress:
+    """A fresh start, or the state of the newest checkpoint when it belongs to this run and dataset."""
+    progress = Progress(best_state=copy.deepcopy(training.model.state_dict()))
+    if checkpoint_dir is None:
+        return progress
+    found = checkpoints.latest_checkpoint(checkpoint_dir)
+    if found is None:
+        return progress
+    path, state = found
+    if state.get("fingerprint") != fingerprint:
+        print(f"checkpoint: ignoring {path}: it belongs to a different run or dataset", flush=True)
+        return progress
+    training.model.load_state_dict(state["model"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.scheduler.load_state_dict(state["scheduler"])
+    training.scaler.load_state_dict(state["scaler"])
+    checkpoints.restore_rng_state(state["rng"])
+    progress.history = list(state["history"])
+    progress.best = dict(state["best"])
+    progress.stale_epochs = int(state["stale_epochs"])
+    progress.stopped_early = bool(state["stopped_early"])
+    progress.next_epoch = int(state["epoch"]) + 1
+    saved_best = checkpoints.load_best(checkpoint_dir)
+    if saved_best is not None:
+        progress.best_state = saved_best["model"]
+    else:
+        print("checkpoint: best weights missing; the resumed weights stand in for them", flush=True)
+        progress.best_state = copy.deepcopy(training.model.state_dict())
+    progress.resumed_from = str(path)
+    print(f"checkpoint: resumed from {path} (epoch {state['epoch']} done)", flush=True)
+    return progress
+
+
+def improves(record: dict[str, Any], best: dict[str, Any], min_delta: float) -> bool:
+    """A valid accuracy better by more than `min_delta`, or as good at a lower valid loss."""
+    return record["valid_accuracy"] > best["valid_accuracy"] + min_delta or (
+        record["valid_accuracy"] >= best["valid_accuracy"] and record["valid_loss"] < best["valid_loss"]
+    )
+
+
+def stops_early(stale_epochs: int, patience: int, epoch: int, epochs: int) -> bool:
+    """Patience ran out before the last epoch (patience 0 never stops)."""
+    return bool(patience) and stale_epochs >= patience and epoch < epochs
+
+
+def fit(
+    training: Training,
+    train_loader: DataLoader,
+    valid_loader: DataLoader,
+    progress: Progress,
+    hp: dict[str, Any],
+    runtime: hardware.Runtime,
+    *,
+    checkpoint_dir: Path | None,
+    fingerprint: str,
+    hook: debugging.DebugHook | None,
+    timer: Any,
+) -> float:
+    """The epochs from `progress.next_epoch` on, checkpointed after each; returns the seconds they took."""
+    model = training.model
+    started = time.perf_counter()
+    for epoch in range(progress.next_epoch, hp["epochs"] + 1):
+        if progress.stopped_early:
             break
         # Reseeded per epoch, so a resumed run shuffles exactly as an uninterrupted one would.
         train_loader.generator.manual_seed(hp["seed"] * 1000 + epoch)
-        lr = scheduler.get_last_lr()[-1]
+        lr = training.scheduler.get_last_lr()[-1]
         train_stats = train_one_epoch(
-            model, criterion, optimizer, scheduler, train_loader, runtime, scaler, hook=hook, timer=timer
-        )
-        valid_stats = evaluate(model, criterion, valid_loader, runtime, hook=hook)
+            model, training.criterion, training.optimizer, training.scheduler, train_loader, runtime,
+            training.scaler, hook=hook, timer=timer,
+        )  # fmt: skip
+        valid_stats = evaluate(model, training.criterion, valid_loader, runtime, hook=hook)
         record = {
             "epoch": epoch,
             "train_loss": train_stats["loss"],
@@ -794,71 +893,74 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "train_img_s": train_stats["img_s"],
             "valid_img_s": valid_stats["img_s"],
         }
-        history.append(record)
+        progress.history.append(record)
         print(metrics.format_epoch_line(**record), flush=True)
-        improved = record["valid_accuracy"] > best["valid_accuracy"] + hp["min_delta"] or (
-            record["valid_accuracy"] >= best["valid_accuracy"] and record["valid_loss"] < best["valid_loss"]
-        )
-        if improved:
-            best = {k: record[k] for k in ("epoch", "valid_accuracy", "valid_loss")}
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            stale_epochs = 0
+        if improves(record, progress.best, hp["min_delta"]):
+            progress.best = {k: record[k] for k in ("epoch", "valid_accuracy", "valid_loss")}
+            progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            progress.stale_epochs = 0
             if checkpoint_dir is not None:
-                checkpoints.save_best(checkpoint_dir, best_state, epoch, best)
+                checkpoints.save_best(checkpoint_dir, progress.best_state, epoch, progress.best)
         else:
-            stale_epochs += 1
-        if hp["patience"] and stale_epochs >= hp["patience"] and epoch < hp["epochs"]:
-            stopped_early = True
+            progress.stale_epochs += 1
+        if stops_early(progress.stale_epochs, hp["patience"], epoch, hp["epochs"]):
+            progress.stopped_early = True
             print(
-                f"early stopping: valid_accuracy has not improved for {stale_epochs} epochs "
-                f"(best {best['valid_accuracy']:.4f} at epoch {best['epoch']})",
+                f"early stopping: valid_accuracy has not improved for {progress.stale_epochs} epochs "
+                f"(best {progress.best['valid_accuracy']:.4f} at epoch {progress.best['epoch']})",
                 flush=True,
             )
         if checkpoint_dir is not None:
             checkpoints.save_checkpoint(
-                checkpoint_dir,
-                epoch,
-                {
-                    "fingerprint": fingerprint,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": checkpoints.capture_rng_state(),
-                    "history": history,
-                    "best": best,
-                    "stale_epochs": stale_epochs,
-                    "stopped_early": stopped_early,
-                },
+                checkpoint_dir, epoch, checkpoint_state(training, progress, fingerprint)
             )
-    train_seconds = time.perf_counter() - train_started
+    return time.perf_counter() - started
 
-    model.load_state_dict(best_state)
-    if test_split is not None:
-        eval_split = test_split
+
+def checkpoint_state(training: Training, progress: Progress, fingerprint: str) -> dict[str, Any]:
+    """What `resume` needs to continue exactly where this epoch ended."""
+    return {
+        "fingerprint": fingerprint,
+        "model": training.model.state_dict(),
+        "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.scheduler.state_dict(),
+        "scaler": training.scaler.state_dict(),
+        "rng": checkpoints.capture_rng_state(),
+        "history": progress.history,
+        "best": progress.best,
+        "stale_epochs": progress.stale_epochs,
+        "stopped_early": progress.stopped_early,
+    }
+
+
+def final_evaluation(
+    training: Training,
+    best_state: dict[str, torch.Tensor],
+    found: Splits,
+    hp: dict[str, Any],
+    runtime: hardware.Runtime,
+    hook: debugging.DebugHook | None,
+) -> tuple[data.Split, dict[str, Any], dict[str, Any]]:
+    """The best weights scored on the test split (the valid split without one): split, stats, report."""
+    training.model.load_state_dict(best_state)
+    if found.test is not None:
+        eval_split = found.test
     else:
         print("note: no test channel; evaluation.json scores the valid split", flush=True)
-        eval_split = valid_split
-    eval_set = data.precompute(
-        data.ImageFolderDataset(eval_split, presets.eval_transform(image_size), cache=cached), image_size
-    )
-    eval_loader = data.make_loader(eval_set, batch_size=eval_batch, shuffle=False, **loader_options)
+        eval_split = found.valid
+    eval_loader = evaluation_loader(eval_split, found.cached, hp, runtime)
     if hook is not None:
         hook.close()
-    test_stats = evaluate(model, criterion, eval_loader, runtime, collect=True)
-    report = evaluation.evaluation_report(labels, test_stats["targets"], test_stats["predictions"])
+    test_stats = evaluate(training.model, training.criterion, eval_loader, runtime, collect=True)
+    report = evaluation.evaluation_report(found.labels, test_stats["targets"], test_stats["predictions"])
     print(metrics.format_test_line(report["accuracy"]), flush=True)
+    return eval_split, test_stats, report
 
-    model_config = {
-        "architecture": hp["model"],
-        "num_classes": len(labels),
-        "image_size": image_size,
-        "mean": list(presets.IMAGENET_MEAN),
-        "std": list(presets.IMAGENET_STD),
-        "precision": runtime.precision,
-    }
-    epochs_run = len(history)
-    throughput = {
+
+def throughput_summary(
+    history: list[dict[str, Any]], test_stats: dict[str, Any], train_seconds: float, started: float
+) -> dict[str, float]:
+    return {
         "train_img_s": _mean(r["train_img_s"] for r in history),
         "valid_img_s": _mean(r["valid_img_s"] for r in history),
         "test_img_s": test_stats["img_s"],
@@ -866,26 +968,49 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_per_epoch": _mean(r["epoch_seconds"] for r in history),
         "total_seconds": time.perf_counter() - started,
     }
+
+
+def write_outputs(
+    args: argparse.Namespace,
+    *,
+    hp: dict[str, Any],
+    found: Splits,
+    runtime: hardware.Runtime,
+    progress: Progress,
+    report: dict[str, Any],
+    eval_split: data.Split,
+    throughput: dict[str, float],
+    inference_dir: Path,
+) -> dict[str, Any]:
+    """The model artifact, then evaluation.json and metrics.json beside it; returns run.json's content."""
+    model_config = {
+        "architecture": hp["model"],
+        "num_classes": len(found.labels),
+        "image_size": hp["image_size"],
+        "mean": list(presets.IMAGENET_MEAN),
+        "std": list(presets.IMAGENET_STD),
+        "precision": runtime.precision,
+    }
     run_info = {
         "seed": hp["seed"],
-        "dataset_hash": dataset_hash,
+        "dataset_hash": found.dataset_hash,
         "code_version": code_version(CODE_DIR, inference_dir),
         "hyperparameters": {k: v for k, v in hp.items() if k not in PATH_KEYS},
         "precision": runtime.precision,
         "device": str(runtime.device),
         "runtime": runtime.describe(),
         "data": {
-            "classes": len(labels),
-            "train_images": len(train_split),
-            "valid_images": len(valid_split),
-            "test_images": len(test_split) if test_split else 0,
-            "cached": cached,
+            "classes": len(found.labels),
+            "train_images": len(found.train),
+            "valid_images": len(found.valid),
+            "test_images": len(found.test) if found.test else 0,
+            "cached": found.cached,
             "evaluation_split": eval_split.name,
         },
-        "best_epoch": best["epoch"],
-        "epochs_run": epochs_run,
-        "stopped_early": stopped_early,
-        "resumed_from": resumed_from,
+        "best_epoch": progress.best["epoch"],
+        "epochs_run": len(progress.history),
+        "stopped_early": progress.stopped_early,
+        "resumed_from": progress.resumed_from,
         "throughput": throughput,
         "versions": {
             "python": platform.python_version(),
@@ -895,48 +1020,100 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     }
     write_model_artifact(
         Path(args.model_dir),
-        state_dict=best_state,
+        state_dict=progress.best_state,
         model_config=model_config,
-        labels=labels,
+        labels=found.labels,
         evaluation_result=report,
         run_info=run_info,
         inference_dir=inference_dir,
     )
+    output_dir = Path(args.output_data_dir)
     _write_json(output_dir / "evaluation.json", report)
     metrics_summary = {
         "objective": {"name": metrics.OBJECTIVE_METRIC, "type": metrics.OBJECTIVE_TYPE},
-        "epochs": history,
-        "best": best,
-        "stopped_early": stopped_early,
+        "epochs": progress.history,
+        "best": progress.best,
+        "stopped_early": progress.stopped_early,
         "test_accuracy": report["accuracy"],
         "evaluation_split": eval_split.name,
         "throughput": throughput,
     }
     _write_json(output_dir / "metrics.json", metrics_summary)
+    return run_info
 
-    if sampler is not None and profiler is not None:
-        sampler.stop()
-        extra = {"precision": runtime.precision, "device": str(runtime.device), "throughput": throughput}
-        profiler.write_profile(str(output_dir / "profiler" / "profile.json"), sampler, timer, extra)
+
+def finish_profiling(
+    sampler: profiler.SystemSampler,
+    timer: Any,
+    output_dir: Path,
+    runtime: hardware.Runtime,
+    throughput: dict[str, float],
+) -> None:
+    sampler.stop()
+    extra = {"precision": runtime.precision, "device": str(runtime.device), "throughput": throughput}
+    profiler.write_profile(str(output_dir / "profiler" / "profile.json"), sampler, timer, extra)
+
+
+def judge_rules(
+    args: argparse.Namespace, output_dir: Path, train_steps: int, valid_steps: int, epochs_run: int
+) -> None:
+    """The built-in rules over the recorded tensors, written to rules/verdicts.json."""
+    # Imported here, not at the top: importing rules imports smdebug, which logs a line as it loads, and only
+    # a run that recorded tensors has anything to judge. rules imports without smdebug too.
+    import rules
+
+    params = rule_parameters(train_steps, valid_steps, epochs_run, args.patience, args.rule_params)
+    verdicts = rules.evaluate_trial(
+        str(output_dir / "tensors"), str(output_dir / "rules" / "verdicts.json"), params
+    )
+    print(f"rules: issues_found={verdicts.get('issues_found')}", flush=True)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    inference_dir = find_inference_code()
+    found, hp = load_data(args)
+    output_dir = Path(args.output_data_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    hook = create_debug_hook(args, output_dir)
+    runtime = set_up_runtime(args, hp, found.cached, hook)
+    sampler, timer = start_profiling(args.profile, runtime)
+    seed_everything(hp["seed"])
+    train_loader, valid_loader = build_loaders(found, hp, runtime)
+    training = build_training(hp, len(found.labels), runtime, len(train_loader), hook)
+
+    fingerprint = _fingerprint(hp, found.dataset_hash)
+    checkpoint_dir = _usable_checkpoint_dir(args.checkpoint_dir)
+    progress = resume(checkpoint_dir, fingerprint, training)
+    train_seconds = fit(
+        training, train_loader, valid_loader, progress, hp, runtime,
+        checkpoint_dir=checkpoint_dir, fingerprint=fingerprint, hook=hook, timer=timer,
+    )  # fmt: skip
+
+    eval_split, test_stats, report = final_evaluation(training, progress.best_state, found, hp, runtime, hook)
+    throughput = throughput_summary(progress.history, test_stats, train_seconds, started)
+    run_info = write_outputs(
+        args, hp=hp, found=found, runtime=runtime, progress=progress, report=report,
+        eval_split=eval_split, throughput=throughput, inference_dir=inference_dir,
+    )  # fmt: skip
+    if sampler is not None:
+        finish_profiling(sampler, timer, output_dir, runtime, throughput)
     if hook is not None:
-        rules = _optional_module("rules")
-        if rules is not None:
-            params = rule_parameters(
-                steps_per_epoch, len(valid_loader), epochs_run, args.patience, args.rule_params
-            )
-            verdicts = rules.evaluate_trial(
-                str(output_dir / "tensors"), str(output_dir / "rules" / "verdicts.json"), params
-            )
-            print(f"rules: issues_found={verdicts.get('issues_found')}", flush=True)
+        judge_rules(args, output_dir, len(train_loader), len(valid_loader), len(progress.history))
 
     print(
-        f"done: test accuracy {report['accuracy']:.4f} ({eval_split.name}), best epoch {best['epoch']}, "
-        f"{epochs_run} epochs in {train_seconds:.1f}s, train {throughput['train_img_s']:.0f} img/s, "
-        f"eval {throughput['valid_img_s']:.0f} img/s, precision {runtime.precision}; "
-        f"model in {args.model_dir}",
+        f"done: test accuracy {report['accuracy']:.4f} ({eval_split.name}), "
+        f"best epoch {progress.best['epoch']}, {len(progress.history)} epochs in {train_seconds:.1f}s, "
+        f"train {throughput['train_img_s']:.0f} img/s, eval {throughput['valid_img_s']:.0f} img/s, "
+        f"precision {runtime.precision}; model in {args.model_dir}",
         flush=True,
     )
-    return {"accuracy": report["accuracy"], "best": best, "history": history, "run": run_info}
+    return {
+        "accuracy": report["accuracy"],
+        "best": progress.best,
+        "history": progress.history,
+        "run": run_info,
+    }
 
 
 def _mean(values: Any) -> float:
