@@ -9,9 +9,10 @@ import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from stepsage_lambda import naming
+from stepsage_lambda.settings import declared
 
 DEFAULT_TOP_K = 5  # what the endpoint returns for a raw image (inference_code/inference.py)
 MAX_TOP_K = 100
@@ -101,6 +102,22 @@ class Limits:
             max_payload_bytes=_positive_int(env, "MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
             max_image_pixels=_positive_int(env, "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
         )
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """InferenceFunction's environment, read once per cold start by its handler."""
+
+    # The endpoint `POST /` reaches (the stack's served dataset); empty when the URL has no default.
+    endpoint_name: str
+    limits: Limits
+
+    ENV_VARS: ClassVar[tuple[str, ...]] = ("ENDPOINT_NAME", "MAX_PAYLOAD_BYTES", "MAX_IMAGE_PIXELS")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> InferenceSettings:
+        env = declared(env, cls)
+        return cls(endpoint_name=(env.get("ENDPOINT_NAME") or "").strip(), limits=Limits.from_env(env))
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -233,9 +250,9 @@ def dataset_endpoint_name(dataset: str) -> str:
     return naming.endpoint_name(dataset)
 
 
-def default_endpoint_name(env: Mapping[str, str]) -> str:
+def default_endpoint_name(configured: str) -> str:
     """`POST /` -> the endpoint named by ENDPOINT_NAME (the stack's served dataset)."""
-    name = (env.get("ENDPOINT_NAME") or "").strip()
+    name = configured.strip()
     if not name:
         raise EndpointNotFound(
             "this URL has no default endpoint (ENDPOINT_NAME is not set): POST /<dataset> to reach the "
