@@ -982,7 +982,8 @@ def write_outputs(
     throughput: dict[str, float],
     inference_dir: Path,
 ) -> dict[str, Any]:
-    """The model artifact, then evaluation.json and metrics.json beside it; returns run.json's content."""
+    """The model artifact, then evaluation.json, run.json and metrics.json beside it; returns run.json's
+    content."""
     model_config = {
         "architecture": hp["model"],
         "num_classes": len(found.labels),
@@ -1028,7 +1029,9 @@ def write_outputs(
         inference_dir=inference_dir,
     )
     output_dir = Path(args.output_data_dir)
-    _write_json(output_dir / "evaluation.json", report)
+    _write_json(output_dir / artifact.EVALUATION, report)
+    # run.json in output.tar.gz too: reports read the small output, not the model, to name the dataset.
+    _write_json(output_dir / artifact.RUN_INFO, run_info)
     metrics_summary = {
         "objective": {"name": metrics.OBJECTIVE_METRIC, "type": metrics.OBJECTIVE_TYPE},
         "epochs": progress.history,

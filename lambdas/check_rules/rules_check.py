@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from rule_verdict import ISSUES, SKIPPED, blocking_rules, from_embedded, from_managed, gate
+from rule_verdict import GATES, ISSUES, SKIPPED, blocking_rules, from_embedded, from_managed, gate
 
+from stepsage_lambda.payloads import RulesVerdict
 from stepsage_lambda.s3_api import S3Api
 from stepsage_lambda.sagemaker_api import SageMakerApi
+from stepsage_lambda.settings import choice, declared
 
 VERDICTS_MEMBER = "rules/verdicts.json"
+
+
+@dataclass(frozen=True)
+class RulesSettings:
+    """CheckRulesFunction's environment, read once per cold start by its handler."""
+
+    gate: str
+
+    ENV_VARS: ClassVar[tuple[str, ...]] = ("DEPLOY_GATE",)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RulesSettings:
+        return cls(gate=choice(declared(env, cls), "DEPLOY_GATE", tuple(GATES), "rules"))
 
 
 def output_tarball_uri(described_job: dict[str, Any]) -> str:
@@ -21,7 +38,7 @@ def output_tarball_uri(described_job: dict[str, Any]) -> str:
 
 def check_rules(
     *, training_job_name: str, debugger_mode: str, gate_name: str, sagemaker: SageMakerApi, s3: S3Api
-) -> dict[str, Any]:
+) -> RulesVerdict:
     if debugger_mode == "off":
         result: dict[str, Any] = {"verdict": SKIPPED, "rules": []}
     else:
@@ -36,10 +53,12 @@ def check_rules(
         for r in result["rules"]
         if r["status"] == ISSUES and r not in blocking_rules(result["rules"], gate_name)
     ]
-    return {
-        **result,
-        "mode": debugger_mode,
-        "gate": gate_name,
-        "advisories": advisories,
-        "proceed": gate(result, gate_name),
-    }
+    return RulesVerdict.model_validate(
+        {
+            **result,
+            "mode": debugger_mode,
+            "gate": gate_name,
+            "advisories": advisories,
+            "proceed": gate(result, gate_name),
+        }
+    )

@@ -3,45 +3,35 @@
 from __future__ import annotations
 
 import os
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
+from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from deployer import Services, deploy
+from deployer import DeploySettings, deploy
 
-from stepsage_lambda.runtime_api import RuntimeApi
-from stepsage_lambda.s3_api import S3Api
-from stepsage_lambda.sagemaker_api import SageMakerApi
+from stepsage_lambda.endpoint_services import EndpointServices
+from stepsage_lambda.payloads import DeployInput
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 
 
-class DeployEvent(BaseModel):
-    execution_name: str
-    role_arn: str
-    model_artifacts: str
-    dataset: dict[str, Any]
+@cache
+def settings() -> DeploySettings:
+    """Read once per cold start; a bad value fails the first invocation and names the variable."""
+    return DeploySettings.from_env(os.environ)
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-@event_parser(model=DeployEvent)
-def lambda_handler(event: DeployEvent, context: LambdaContext) -> dict[str, Any]:
-    result = deploy(
-        execution_name=event.execution_name,
-        dataset=event.dataset,
-        model_artifacts=event.model_artifacts,
-        role_arn=event.role_arn,
-        env=os.environ,
-        services=Services(SageMakerApi(), S3Api(), RuntimeApi()),
-    )
-    metrics.add_metric(
-        name="Deployed" if result["deployed"] else "ChampionKept", unit=MetricUnit.Count, value=1
-    )
-    logger.info("deploy decided", extra={"result": result})
-    return result
+@event_parser(model=DeployInput)
+def lambda_handler(event: DeployInput, context: LambdaContext) -> dict[str, Any]:
+    result = deploy(event, settings=settings(), services=EndpointServices.default())
+    metrics.add_metric(name="Deployed" if result.deployed else "ChampionKept", unit=MetricUnit.Count, value=1)
+    logger.info("deploy decided", extra={"result": result.model_dump(mode="json")})
+    return result.model_dump(mode="json")

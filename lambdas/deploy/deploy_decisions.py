@@ -1,14 +1,14 @@
-"""Deploy's decisions as pure functions: champion or challenger, request shapes, smoke verdict, pruning."""
+"""Deploy's decisions as pure functions: champion or challenger, the model and endpoint config requests."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from stepsage_lambda.errors import ConfigurationError
-from stepsage_lambda.settings import choice, integer, text
+from stepsage_lambda.payloads import Comparison
+from stepsage_lambda.settings import choice, declared, integer, text
 
 ENDPOINT_KINDS = ("serverless", "realtime")
 # Serverless memory must be one of these sizes (MB); AWS rejects anything else.
@@ -26,8 +26,19 @@ class EndpointSettings:
     instance_type: str
     instance_count: int
 
+    ENV_VARS: ClassVar[tuple[str, ...]] = (
+        "INFERENCE_IMAGE_URI",
+        "SERVERLESS_INFERENCE_IMAGE_URI",
+        "ENDPOINT_KIND",
+        "SERVERLESS_MEMORY_MB",
+        "SERVERLESS_MAX_CONCURRENCY",
+        "ENDPOINT_INSTANCE_TYPE",
+        "ENDPOINT_INSTANCE_COUNT",
+    )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EndpointSettings:
+        env = declared(env, cls)
         memory = integer(env, "SERVERLESS_MEMORY_MB", 3072, minimum=1024)
         if memory not in SERVERLESS_MEMORY_SIZES:
             allowed = ", ".join(map(str, SERVERLESS_MEMORY_SIZES))
@@ -47,30 +58,6 @@ class EndpointSettings:
         )
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """Champion/challenger on the same held-out split; `champion_accuracy` is None when there is none."""
-
-    decision: str  # "deploy" or "keep-champion"
-    reason: str
-    challenger_accuracy: float
-    champion_accuracy: float | None
-    images: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def as_tags(self) -> dict[str, str]:
-        champion = "none" if self.champion_accuracy is None else f"{self.champion_accuracy:.4f}"
-        return {
-            "stepsage:decision": self.decision,
-            "stepsage:reason": self.reason,
-            "stepsage:challenger-accuracy": f"{self.challenger_accuracy:.4f}",
-            "stepsage:champion-accuracy": champion,
-            "stepsage:compared-images": str(self.images),
-        }
-
-
 def compare(
     challenger_accuracy: float,
     champion_accuracy: float | None,
@@ -81,16 +68,26 @@ def compare(
     tolerance: float = 0.0,
 ) -> Comparison:
     """Deploy with no champion, with changed labels, or when the challenger is at least as good."""
+
+    def result(decision: str, reason: str, champion: float | None) -> Comparison:
+        return Comparison.model_validate(
+            {
+                "decision": decision,
+                "reason": reason,
+                "challenger_accuracy": challenger_accuracy,
+                "champion_accuracy": champion,
+                "images": images,
+            }
+        )
+
     if not champion_exists:
-        return Comparison("deploy", "no-champion", challenger_accuracy, None, images)
+        return result("deploy", "no-champion", None)
     if not labels_match or champion_accuracy is None:
         # Accuracy over different label sets is not comparable; the new labels are what the data now says.
-        return Comparison("deploy", "labels-changed", challenger_accuracy, None, images)
+        return result("deploy", "labels-changed", None)
     if challenger_accuracy + tolerance >= champion_accuracy:
-        return Comparison(
-            "deploy", "challenger-at-least-as-good", challenger_accuracy, champion_accuracy, images
-        )
-    return Comparison("keep-champion", "champion-better", challenger_accuracy, champion_accuracy, images)
+        return result("deploy", "challenger-at-least-as-good", champion_accuracy)
+    return result("keep-champion", "champion-better", champion_accuracy)
 
 
 def model_request(
@@ -128,42 +125,3 @@ def endpoint_config_request(
             InitialVariantWeight=1.0,
         )
     return {"EndpointConfigName": config_name, "ProductionVariants": [variant], "Tags": tags}
-
-
-def sample_evenly(items: Sequence[str], limit: int) -> list[str]:
-    """At most `limit` items spread over the whole (class-sorted) list, so every class tends to appear."""
-    if limit <= 0:
-        return []
-    if len(items) <= limit:
-        return list(items)
-    step = len(items) / limit
-    return [items[int(i * step)] for i in range(limit)]
-
-
-def smoke_threshold(expected_accuracy: float, images: int, margin: float) -> float:
-    """The lowest smoke-test accuracy that still agrees with evaluation.json.
-
-    With few images the sample's own noise can exceed the margin, so the bound widens to three binomial
-    standard deviations when that is larger.
-    """
-    if images <= 0:
-        return 0.0
-    noise = 3 * math.sqrt(max(expected_accuracy * (1 - expected_accuracy), 0.0) / images)
-    return max(0.0, expected_accuracy - max(margin, noise))
-
-
-def stale_resources(
-    newest_first: Sequence[tuple[str, Mapping[str, str]]],
-    *,
-    stack_name: str,
-    dataset_name: str,
-    keep: int,
-    protected: set[str],
-) -> list[str]:
-    """Names of this stack's resources for this dataset beyond the newest `keep`, never a protected one."""
-    ours = [
-        name
-        for name, tags in newest_first
-        if tags.get("stepsage:stack") == stack_name and tags.get("stepsage:dataset") == dataset_name
-    ]
-    return [name for name in ours[keep:] if name not in protected]

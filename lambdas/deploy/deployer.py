@@ -5,26 +5,50 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from deploy_decisions import Comparison, EndpointSettings, compare, endpoint_config_request, model_request
-from held_out import score_endpoint
+from deploy_decisions import EndpointSettings, compare, endpoint_config_request, model_request
 
 from stepsage_lambda import naming
+from stepsage_lambda.endpoint_services import EndpointServices
 from stepsage_lambda.errors import ArtifactMissing, EndpointBusy
-from stepsage_lambda.runtime_api import RuntimeApi
+from stepsage_lambda.held_out import score_endpoint
+from stepsage_lambda.payloads import ChampionKept, Comparison, DeployInput, Deployment
 from stepsage_lambda.s3_api import S3Api
 from stepsage_lambda.sagemaker_api import BUSY_ENDPOINT_STATES, SageMakerApi
-from stepsage_lambda.settings import integer, number, text
+from stepsage_lambda.settings import declared, integer, number, text
 
 EVALUATION, LABELS = "evaluation.json", "labels.json"
 
 
 @dataclass(frozen=True)
-class Services:
-    sagemaker: SageMakerApi
-    s3: S3Api
-    runtime: RuntimeApi
+class DeploySettings:
+    """DeployFunction's environment, read once per cold start by its handler."""
+
+    endpoint: EndpointSettings
+    stack_name: str
+    champion_max_images: int
+    champion_tolerance: float
+    invoke_threads: int
+
+    ENV_VARS: ClassVar[tuple[str, ...]] = (
+        *EndpointSettings.ENV_VARS,
+        "STACK_NAME",
+        "CHAMPION_MAX_IMAGES",
+        "CHAMPION_TOLERANCE",
+        "INVOKE_THREADS",
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DeploySettings:
+        env = declared(env, cls)
+        return cls(
+            endpoint=EndpointSettings.from_env(env),
+            stack_name=text(env, "STACK_NAME", "stepsage"),
+            champion_max_images=integer(env, "CHAMPION_MAX_IMAGES", 1000, minimum=1),
+            champion_tolerance=number(env, "CHAMPION_TOLERANCE", 0.0),
+            invoke_threads=integer(env, "INVOKE_THREADS", 8, minimum=1),
+        )
 
 
 def challenger_facts(model_artifacts: str, s3: S3Api) -> tuple[float, list[str]]:
@@ -36,7 +60,7 @@ def challenger_facts(model_artifacts: str, s3: S3Api) -> tuple[float, list[str]]
     return float(json.loads(found[EVALUATION])["accuracy"]), list(json.loads(found[LABELS]))
 
 
-def champion_labels(endpoint: Mapping[str, Any], services: Services) -> list[str] | None:
+def champion_labels(endpoint: Mapping[str, Any], services: EndpointServices) -> list[str] | None:
     """labels.json of the model the endpoint serves now, read from that model's own artifact."""
     config = services.sagemaker.describe_endpoint_config(endpoint["EndpointConfigName"])
     model = services.sagemaker.describe_model(config["ProductionVariants"][0]["ModelName"])
@@ -65,8 +89,8 @@ def challenge(
     challenger_accuracy: float,
     labels: list[str],
     test_prefix: str,
-    env: Mapping[str, str],
-    services: Services,
+    settings: DeploySettings,
+    services: EndpointServices,
 ) -> Comparison:
     if endpoint is None:
         return compare(challenger_accuracy, None, champion_exists=False)
@@ -75,63 +99,62 @@ def challenge(
     score = score_endpoint(
         endpoint["EndpointName"],
         test_prefix,
-        integer(env, "CHAMPION_MAX_IMAGES", 1000, minimum=1),
+        settings.champion_max_images,
         s3=services.s3,
         runtime=services.runtime,
-        threads=integer(env, "INVOKE_THREADS", 8, minimum=1),
+        threads=settings.invoke_threads,
     )
     return compare(
         challenger_accuracy,
         score.accuracy,
         labels_match=True,
         images=score.total,
-        tolerance=number(env, "CHAMPION_TOLERANCE", 0.0),
+        tolerance=settings.champion_tolerance,
     )
 
 
 def deploy(
-    *,
-    execution_name: str,
-    dataset: Mapping[str, Any],
-    model_artifacts: str,
-    role_arn: str,
-    env: Mapping[str, str],
-    services: Services,
-) -> dict[str, Any]:
-    dataset_name = str(dataset["dataset_name"])
+    event: DeployInput, *, settings: DeploySettings, services: EndpointServices
+) -> Deployment | ChampionKept:
+    dataset_name = event.dataset.dataset_name
+    execution_name, model_artifacts = event.execution_name, event.model_artifacts
     endpoint_name = naming.endpoint_name(dataset_name)
     endpoint = usable_endpoint(endpoint_name, services.sagemaker)
     accuracy, labels = challenger_facts(model_artifacts, services.s3)
-    comparison = challenge(endpoint, accuracy, labels, dataset["channels"]["test"], env, services)
-    result: dict[str, Any] = {
-        "endpoint_name": endpoint_name,
-        "comparison": comparison.as_dict(),
-        "expected_accuracy": accuracy,
-        "previous_endpoint_config_name": endpoint["EndpointConfigName"] if endpoint else None,
-    }
+    comparison = challenge(endpoint, accuracy, labels, event.dataset.channels.test, settings, services)
+    previous = endpoint["EndpointConfigName"] if endpoint else None
     if comparison.decision != "deploy":
         services.sagemaker.add_tags(endpoint["EndpointArn"], comparison.as_tags())  # type: ignore[index]
-        return {**result, "deployed": False}
+        return ChampionKept(
+            endpoint_name=endpoint_name,
+            comparison=comparison,
+            expected_accuracy=accuracy,
+            previous_endpoint_config_name=previous,
+        )
 
-    settings = EndpointSettings.from_env(env)
-    tags = naming.stack_tags(text(env, "STACK_NAME", "stepsage"), dataset_name, execution_name)
+    serving = settings.endpoint
+    tags = naming.stack_tags(settings.stack_name, dataset_name, execution_name)
     recorded = tags + [{"Key": k, "Value": naming.tag_value(v)} for k, v in comparison.as_tags().items()]
     model_name = naming.model_name(execution_name)
     config_name = naming.endpoint_config_name(execution_name)
-    services.sagemaker.create_model(model_request(model_name, model_artifacts, settings, role_arn, recorded))
+    services.sagemaker.create_model(
+        model_request(model_name, model_artifacts, serving, event.role_arn, recorded)
+    )
     services.sagemaker.create_endpoint_config(
-        endpoint_config_request(config_name, model_name, settings, recorded)
+        endpoint_config_request(config_name, model_name, serving, recorded)
     )
     if endpoint is None:
         services.sagemaker.create_endpoint(endpoint_name, config_name, tags)
     else:
         services.sagemaker.switch_endpoint_config(endpoint_name, config_name)
         services.sagemaker.add_tags(endpoint["EndpointArn"], comparison.as_tags())
-    return {
-        **result,
-        "deployed": True,
-        "created": endpoint is None,
-        "model_name": model_name,
-        "endpoint_config_name": config_name,
-        "endpoint_kind": settings.kind,
-    }
+    return Deployment(
+        endpoint_name=endpoint_name,
+        created=endpoint is None,
+        model_name=model_name,
+        endpoint_config_name=config_name,
+        endpoint_kind=serving.kind,  # type: ignore[arg-type]
+        expected_accuracy=accuracy,
+        previous_endpoint_config_name=previous,
+        comparison=comparison,
+    )

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import time
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -15,7 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from endpoint_runtime import EndpointRuntime
 from image_request import (
-    Limits,
+    InferenceSettings,
     RequestRejected,
     dataset_endpoint_name,
     default_endpoint_name,
@@ -31,6 +32,12 @@ tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "stepsage")
 app = LambdaFunctionUrlResolver()
 PAGE = load_page()  # once per cold start; a package without page.html fails at init, loudly
+
+
+@cache
+def settings() -> InferenceSettings:
+    """Read once per cold start; a bad value fails the first request and names the variable."""
+    return InferenceSettings.from_env(os.environ)
 
 
 def request_body() -> bytes:
@@ -53,7 +60,7 @@ def dataset_page(dataset: str) -> Response:
 
 @app.post("/")
 def classify_default() -> dict[str, Any]:
-    return classify(default_endpoint_name(os.environ))
+    return classify(default_endpoint_name(settings().endpoint_name))
 
 
 @app.post("/<dataset>")
@@ -63,7 +70,7 @@ def classify_dataset(dataset: str) -> dict[str, Any]:
 
 def classify(endpoint_name: str) -> dict[str, Any]:
     metrics.add_dimension(name="EndpointName", value=endpoint_name)
-    limits = Limits.from_env(os.environ)
+    limits = settings().limits
     event = app.current_event
     request = parse_request(
         request_body(), event.headers.get("content-type"), event.query_string_parameters, limits

@@ -7,10 +7,11 @@ import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from contracts import datasets, images, limits
 from stepsage_lambda import naming
+from stepsage_lambda.settings import declared
 
 DEFAULT_TOP_K = limits.DEFAULT_TOP_K  # what the endpoint returns when the request names no top_k
 MAX_TOP_K = limits.MAX_TOP_K
@@ -90,6 +91,22 @@ class Limits:
         )
 
 
+@dataclass(frozen=True)
+class InferenceSettings:
+    """InferenceFunction's environment, read once per cold start by its handler."""
+
+    # The endpoint `POST /` reaches (the stack's served dataset); empty when the URL has no default.
+    endpoint_name: str
+    limits: Limits
+
+    ENV_VARS: ClassVar[tuple[str, ...]] = ("ENDPOINT_NAME", "MAX_PAYLOAD_BYTES", "MAX_IMAGE_PIXELS")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> InferenceSettings:
+        env = declared(env, cls)
+        return cls(endpoint_name=(env.get("ENDPOINT_NAME") or "").strip(), limits=Limits.from_env(env))
+
+
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = (env.get(name) or "").strip()
     if not raw:
@@ -149,9 +166,9 @@ def dataset_endpoint_name(dataset: str) -> str:
     return naming.endpoint_name(dataset)
 
 
-def default_endpoint_name(env: Mapping[str, str]) -> str:
+def default_endpoint_name(configured: str) -> str:
     """`POST /` -> the endpoint named by ENDPOINT_NAME (the stack's served dataset)."""
-    name = (env.get("ENDPOINT_NAME") or "").strip()
+    name = configured.strip()
     if not name:
         raise EndpointNotFound(
             "this URL has no default endpoint (ENDPOINT_NAME is not set): POST /<dataset> to reach the "

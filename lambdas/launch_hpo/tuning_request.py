@@ -5,15 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from stepsage_lambda import hyperparameters as hp
 from stepsage_lambda.naming import stack_tags
+from stepsage_lambda.payloads import StagedDataset
 from stepsage_lambda.settings import (
     EARLY_STOPPING_TYPES,
     TUNING_STRATEGIES,
     TrainingSettings,
     choice,
+    declared,
     integer,
     number,
 )
@@ -29,8 +31,18 @@ class TuningSettings:
     lr_min: float
     lr_max: float
 
+    ENV_VARS: ClassVar[tuple[str, ...]] = (
+        "TUNING_STRATEGY",
+        "MAX_TRAINING_JOBS",
+        "MAX_PARALLEL_TRAINING_JOBS",
+        "TUNING_EARLY_STOPPING",
+        "LR_MIN",
+        "LR_MAX",
+    )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TuningSettings:
+        env = declared(env, cls)
         return cls(
             strategy=choice(env, "TUNING_STRATEGY", TUNING_STRATEGIES, "Bayesian"),
             max_jobs=integer(env, "MAX_TRAINING_JOBS", 8, minimum=1),
@@ -91,7 +103,7 @@ def tuning_job_config(tuning: TuningSettings, objective: dict[str, str], epochs:
 def build_tuning_request(
     *,
     execution_name: str,
-    dataset: Mapping[str, Any],
+    dataset: StagedDataset,
     role_arn: str,
     code_uri: str,
     metric_definitions: list[dict[str, str]],
@@ -109,7 +121,7 @@ def build_tuning_request(
         },
         "StaticHyperParameters": static_hyperparameters(settings, code_uri, settings.epochs),
         "RoleArn": role_arn,
-        "InputDataConfig": input_channels(dataset["channels"]),
+        "InputDataConfig": input_channels(dataset.channels),
         "OutputDataConfig": {
             "S3OutputPath": f"s3://{settings.artifacts_bucket}/runs/{execution_name}/tuning/"
         },
@@ -125,5 +137,5 @@ def build_tuning_request(
     return {
         "HyperParameterTuningJobConfig": config,
         "TrainingJobDefinition": definition,
-        "Tags": stack_tags(settings.stack_name, str(dataset["dataset_name"]), execution_name),
+        "Tags": stack_tags(settings.stack_name, dataset.dataset_name, execution_name),
     }

@@ -8,6 +8,7 @@ from typing import Any
 from stepsage_lambda import hyperparameters as hp
 from stepsage_lambda.errors import ConfigurationError
 from stepsage_lambda.naming import stack_tags
+from stepsage_lambda.payloads import BestJob, StagedDataset
 from stepsage_lambda.settings import TrainingSettings
 from stepsage_lambda.training_jobs import input_channels, stopping_condition
 
@@ -38,15 +39,17 @@ BASE_FIELDS = (
 MANAGED_FIELDS = ("DebugHookConfig", "DebugRuleConfigurations")
 
 
-def best_summary(best_training_job: Mapping[str, Any], described: Mapping[str, Any]) -> dict[str, Any]:
+def best_summary(best_training_job: Mapping[str, Any], described: Mapping[str, Any]) -> BestJob:
     """What the run reports about the winning trial (BestTrainingJob plus its DescribeTrainingJob)."""
     metric = best_training_job.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
-    return {
-        "training_job_name": best_training_job["TrainingJobName"],
-        "tuned_hyperparameters": dict(best_training_job.get("TunedHyperParameters") or {}),
-        "objective": {"name": metric.get("MetricName"), "value": metric.get("Value")},
-        "model_artifacts": (described.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
-    }
+    return BestJob.model_validate(
+        {
+            "training_job_name": best_training_job["TrainingJobName"],
+            "tuned_hyperparameters": dict(best_training_job.get("TunedHyperParameters") or {}),
+            "objective": {"name": metric.get("MetricName"), "value": metric.get("Value")},
+            "model_artifacts": (described.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
+        }
+    )
 
 
 def final_hyperparameters(
@@ -66,7 +69,7 @@ def _run_prefix(settings: TrainingSettings, execution_name: str) -> str:
 def final_training_request(
     *,
     execution_name: str,
-    dataset: Mapping[str, Any],
+    dataset: StagedDataset,
     trial_hyperparameters: Mapping[str, str],
     metric_definitions: list[dict[str, str]],
     settings: TrainingSettings,
@@ -81,7 +84,7 @@ def final_training_request(
             "MetricDefinitions": metric_definitions,
         },
         "HyperParameters": final_hyperparameters(trial_hyperparameters, settings),
-        "InputDataConfig": input_channels(dataset["channels"]),
+        "InputDataConfig": input_channels(dataset.channels),
         "OutputDataConfig": {"S3OutputPath": f"{prefix}/final/"},
         "ResourceConfig": {
             "InstanceType": settings.final_instance_type,
@@ -94,7 +97,7 @@ def final_training_request(
         "CheckpointConfig": {"S3Uri": f"{prefix}/checkpoints/final/"},
         # Our own profiler runs inside the job in embedded mode; SageMaker's is for managed mode only.
         "ProfilerConfig": {"DisableProfiler": True},
-        "Tags": stack_tags(settings.stack_name, str(dataset["dataset_name"]), execution_name),
+        "Tags": stack_tags(settings.stack_name, dataset.dataset_name, execution_name),
     }
     if settings.debugger_mode == "managed":
         if not rule_image:

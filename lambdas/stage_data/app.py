@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -18,14 +19,19 @@ tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "stepsage"))
 
 
+@cache
+def settings() -> StagingSettings:
+    """Read once per cold start; a bad value fails the first invocation and names the variable."""
+    return StagingSettings.from_env(os.environ)
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 @event_parser
 def lambda_handler(event: StageDataEvent, context: LambdaContext) -> dict[str, Any]:
-    settings = StagingSettings.from_env(os.environ)
     result = stage_dataset(
-        event, settings, DatasetStore(), seconds_left=lambda: context.get_remaining_time_in_millis() / 1000
+        event, settings(), DatasetStore(), seconds_left=lambda: context.get_remaining_time_in_millis() / 1000
     )
     metrics.add_metric(name="ImagesStaged", unit=MetricUnit.Count, value=result.images)
     metrics.add_metric(name="BytesStaged", unit=MetricUnit.Bytes, value=result.staged_bytes)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from archive import InflateLimits, ZipEntry, entry_span, read_central_directory, read_entry
 from dataset_errors import DatasetTooLargeError, DatasetValidationError
@@ -34,6 +34,8 @@ from staging import (
 )
 
 from contracts import datasets
+from stepsage_lambda.payloads import StagedDataset
+from stepsage_lambda.settings import declared
 
 SecondsLeft = Callable[[], float]
 
@@ -47,8 +49,18 @@ class StagingSettings:
     concurrency: int = 8
     tmp_dir: str | None = None
 
+    ENV_VARS: ClassVar[tuple[str, ...]] = (
+        "ARTIFACTS_BUCKET",
+        *StagingLimits.ENV_VARS,
+        *SplitSettings.ENV_VARS,
+        "RANGE_BLOCK_BYTES",
+        "STAGING_CONCURRENCY",
+        "STAGING_TMP_DIR",
+    )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StagingSettings:
+        env = declared(env, cls)
         return cls(
             artifacts_bucket=env["ARTIFACTS_BUCKET"],
             limits=StagingLimits.from_env(env),
@@ -61,12 +73,17 @@ class StagingSettings:
 
 @dataclass(frozen=True)
 class StagingResult:
-    output: dict[str, Any]
+    dataset: StagedDataset
     images: int
     staged_bytes: int
     ignored: int
     ranged_requests: int = 0
     ranged_bytes: int = 0
+
+    @property
+    def output(self) -> dict[str, Any]:
+        """The handler's return value, `$.dataset` in the state machine."""
+        return self.dataset.model_dump(mode="json")
 
 
 def stage_dataset(
@@ -272,7 +289,7 @@ def _publish(
     source_record: dict[str, Any],
     write: Callable[[StagedImage, str], None],
     seconds_left: SecondsLeft,
-) -> dict[str, Any]:
+) -> StagedDataset:
     """Write every image, then the manifest last; on any failure delete everything this run wrote."""
     bucket = settings.artifacts_bucket
     prefix = f"staged/{event.dataset_name}/{event.execution_name}/"
@@ -302,13 +319,15 @@ def _publish(
     except BaseException:
         store.delete_staged(bucket, [*keys, manifest_key])
         raise
-    return {
-        "dataset_name": event.dataset_name,
-        "dataset_hash": manifest["dataset_hash"],
-        "labels": list(plan.labels),
-        "num_classes": len(plan.labels),
-        "counts": manifest["counts"],
-        "channels": {channel: f"s3://{bucket}/{prefix}{channel}/" for channel in ("train", "valid", "test")},
-        "manifest": f"s3://{bucket}/{manifest_key}",
-        "split_created": bool(carved),
-    }
+    return StagedDataset.model_validate(
+        {
+            "dataset_name": event.dataset_name,
+            "dataset_hash": manifest["dataset_hash"],
+            "labels": list(plan.labels),
+            "num_classes": len(plan.labels),
+            "counts": manifest["counts"],
+            "channels": {split: f"s3://{bucket}/{prefix}{split}/" for split in ("train", "valid", "test")},
+            "manifest": f"s3://{bucket}/{manifest_key}",
+            "split_created": bool(carved),
+        }
+    )

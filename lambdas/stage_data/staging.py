@@ -8,7 +8,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from dataset_errors import DatasetTooLargeError, DatasetValidationError
 from image_check import IMAGE_EXTENSIONS, PILLOW_HARD_PIXEL_LIMIT, has_image_extension
@@ -16,6 +16,7 @@ from image_check import IMAGE_EXTENSIONS, PILLOW_HARD_PIXEL_LIMIT, has_image_ext
 from contracts import datasets
 from contracts.images import FORMAT_NAMES, unsupported_format_for_filename
 from contracts.limits import MAX_IMAGE_PIXELS
+from stepsage_lambda.settings import declared
 
 SPLITS = datasets.SPLITS
 CARVED_SPLITS = ("valid", "test")
@@ -48,8 +49,17 @@ class StagingLimits:
     max_compression_ratio: float = 200.0
     ratio_floor_bytes: int = 1024 * 1024
 
+    ENV_VARS: ClassVar[tuple[str, ...]] = (
+        "MAX_ENTRIES",
+        "MAX_ENTRY_BYTES",
+        "MAX_TOTAL_BYTES",
+        "MAX_IMAGE_PIXELS",
+        "MAX_COMPRESSION_RATIO",
+    )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StagingLimits:
+        env = declared(env, cls)
         defaults = cls()
         limits = cls(
             max_entries=_positive_int(env, "MAX_ENTRIES", defaults.max_entries),
@@ -76,8 +86,11 @@ class SplitSettings:
     test_fraction: float = 0.1
     seed: int = 42
 
+    ENV_VARS: ClassVar[tuple[str, ...]] = ("VALID_FRACTION", "TEST_FRACTION", "SPLIT_SEED")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SplitSettings:
+        env = declared(env, cls)
         defaults = cls()
         settings = cls(
             valid_fraction=float(env.get("VALID_FRACTION", defaults.valid_fraction)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -10,13 +11,19 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from trigger import start_for_upload
+from trigger import TriggerSettings, start_for_upload
 
 from stepsage_lambda.stepfunctions_api import StepFunctionsApi
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
+
+
+@cache
+def settings() -> TriggerSettings:
+    """Read once per cold start; a missing value fails the first invocation and names the variable."""
+    return TriggerSettings.from_env(os.environ)
 
 
 @logger.inject_lambda_context
@@ -29,7 +36,7 @@ def lambda_handler(event: S3EventNotificationEventBridgeModel, context: LambdaCo
         detail.bucket.name,
         detail.object.key,
         detail.object.version_id,
-        os.environ["STATE_MACHINE_ARN"],
+        settings().state_machine_arn,
         StepFunctionsApi(),
     )
     logger.info("upload handled", extra={"outcome": outcome})

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from stepsage_lambda.naming import dataset_name_from_key, execution_name
+from stepsage_lambda.settings import declared, text
 from stepsage_lambda.stepfunctions_api import StepFunctionsApi
+
+
+@dataclass(frozen=True)
+class TriggerSettings:
+    """StartPipelineFunction's environment, read once per cold start by its handler."""
+
+    state_machine_arn: str
+
+    ENV_VARS: ClassVar[tuple[str, ...]] = ("STATE_MACHINE_ARN",)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TriggerSettings:
+        return cls(state_machine_arn=text(declared(env, cls), "STATE_MACHINE_ARN"))
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def test_embedded_verdicts_are_read_from_the_output_tarball(s3: Any) -> None:
         gate_name="rules",
         sagemaker=SageMakerApi(sagemaker),
         s3=S3Api(s3),
-    )
+    ).model_dump()
     # Overfit is an advisory under the `rules` gate: reported, but the run may deploy.
     assert result["verdict"] == "IssuesFound" and result["proceed"] is True
     assert result["advisories"] == ["Overfit"]
@@ -99,7 +99,7 @@ def test_managed_rules_in_progress_raise_then_pass_once_done(s3: Any) -> None:
     }
     with pytest.raises(RulesStillEvaluating):
         rules_check.check_rules(**check)
-    result = rules_check.check_rules(**check)
+    result = rules_check.check_rules(**check).model_dump()
     assert (result["verdict"], result["proceed"]) == ("NoIssuesFound", True)
 
 

@@ -16,9 +16,11 @@ from moto import mock_aws
 pytestmark = pytest.mark.integration
 
 deployer = load_lambda_module("deploy", "deployer")
-smoke = load_lambda_module("deploy", "smoke_test")
+smoke = load_lambda_module("smoke_test", "smoke_check")
 from stepsage_lambda import naming  # noqa: E402
+from stepsage_lambda.endpoint_services import EndpointServices  # noqa: E402
 from stepsage_lambda.errors import EndpointBusy, SmokeTestFailed  # noqa: E402
+from stepsage_lambda.payloads import DeployInput, SmokeTestInput  # noqa: E402
 from stepsage_lambda.runtime_api import RuntimeApi  # noqa: E402
 from stepsage_lambda.s3_api import S3Api  # noqa: E402
 from stepsage_lambda.sagemaker_api import SageMakerApi  # noqa: E402
@@ -50,7 +52,7 @@ class World:
         self.rt, self.rt_stub = stubbed("sagemaker-runtime")
         self.sent: list[tuple[str, dict[str, Any]]] = []
         self.sm.meta.events.register("provide-client-params.sagemaker.*", self._capture)
-        self.services = deployer.Services(SageMakerApi(self.sm), S3Api(s3), RuntimeApi(self.rt))
+        self.services = EndpointServices(SageMakerApi(self.sm), S3Api(s3), RuntimeApi(self.rt))
 
     def _capture(self, params: dict[str, Any], model: Any, **_: Any) -> None:
         self.sent.append((model.name, dict(params)))
@@ -177,13 +179,17 @@ def _champion_labels(world: World, labels: list[str]) -> None:
 
 def _deploy(world: World, **env: str) -> dict[str, Any]:
     return deployer.deploy(
-        execution_name=EXECUTION,
-        dataset=EVENT["dataset"],
-        model_artifacts=EVENT["model_artifacts"],
-        role_arn=EVENT["role_arn"],
-        env={**ENV, **env},
+        DeployInput.model_validate(EVENT),
+        settings=deployer.DeploySettings.from_env({**ENV, **env}),
         services=world.services,
-    )
+    ).model_dump(mode="json")
+
+
+def _smoke_test(deployment: dict[str, Any], world: World) -> dict[str, Any]:
+    event = SmokeTestInput.model_validate({"deployment": deployment, "dataset": EVENT["dataset"]})
+    return smoke.smoke_test(
+        event, settings=smoke.SmokeSettings.from_env(ENV), services=world.services
+    ).model_dump(mode="json")
 
 
 def test_first_deploy_creates_model_config_and_endpoint(world: World) -> None:
@@ -295,9 +301,7 @@ def test_smoke_test_passes_and_prunes_old_resources(world: World) -> None:
     world.sm_stub.add_response("delete_endpoint_config", {}, {"EndpointConfigName": "c-older"})
     world.sm_stub.add_response("delete_endpoint_config", {}, {"EndpointConfigName": "c-oldest"})
     world.sm_stub.add_response("list_models", {"Models": []})
-    result = smoke.smoke_test(
-        deployment=deployment, dataset=EVENT["dataset"], env=ENV, services=world.services
-    )
+    result = _smoke_test(deployment, world)
     world.validate_all()
     assert result["status"] == "passed" and result["accuracy"] == 1.0
     assert result["pruned"] == ["c-older", "c-oldest"]
@@ -313,14 +317,12 @@ def test_smoke_test_failure_rolls_back_to_the_previous_config(world: World) -> N
         {"EndpointName": ENDPOINT, "EndpointConfigName": deployment["previous_endpoint_config_name"]},
     )
     with pytest.raises(SmokeTestFailed, match="rolled back to digits-0a1b2c3d4e5f-config"):
-        smoke.smoke_test(deployment=deployment, dataset=EVENT["dataset"], env=ENV, services=world.services)
+        _smoke_test(deployment, world)
     world.validate_all()
 
 
 def test_smoke_test_leaves_an_endpoint_a_later_run_took_over(world: World) -> None:
     world.endpoint(config="later-run-config")
-    result = smoke.smoke_test(
-        deployment=_deployment(), dataset=EVENT["dataset"], env=ENV, services=world.services
-    )
+    result = _smoke_test(_deployment(), world)
     assert result == {"status": "superseded", "endpoint_name": ENDPOINT}
     world.validate_all()

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.integration
 selection = load_lambda_module("select_best", "selection")
 from stepsage_lambda import naming  # noqa: E402
 from stepsage_lambda.errors import NoCompletedTrainingJob  # noqa: E402
+from stepsage_lambda.payloads import SelectBestInput  # noqa: E402
 from stepsage_lambda.sagemaker_api import SageMakerApi  # noqa: E402
 
 WHEN = datetime(2026, 11, 1, tzinfo=UTC)
@@ -90,12 +91,10 @@ def test_final_request_from_the_best_trial_passes_the_service_model(mode: str) -
     }
     event = load_event("select_best")
     result = selection.select_best(
-        tuning_job_name=event["tuning_job_name"],
-        execution_name=event["execution_name"],
-        dataset=event["dataset"],
-        env=env,
+        SelectBestInput.model_validate(event),
+        settings=selection.SelectionSettings.from_env(env),
         sagemaker=SageMakerApi(client),
-    )
+    ).model_dump(mode="json")
     stubber.assert_no_pending_responses()
     assert result["best"]["objective"] == {"name": "valid:accuracy", "value": 0.96}
     assert result["final"]["debugger_mode"] == mode

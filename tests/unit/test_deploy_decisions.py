@@ -10,6 +10,8 @@ from events_fixture import load_lambda_module
 pytestmark = pytest.mark.unit
 
 decisions = load_lambda_module("deploy", "deploy_decisions")
+smoke_decisions = load_lambda_module("smoke_test", "smoke_decisions")
+from stepsage_lambda import held_out  # noqa: E402
 from stepsage_lambda.errors import ConfigurationError  # noqa: E402
 
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
@@ -102,18 +104,18 @@ def test_serverless_memory_must_be_an_allowed_size() -> None:
 
 def test_sample_evenly_spreads_over_the_list() -> None:
     items = [f"class{c}/img{i}" for c in range(5) for i in range(20)]
-    chosen = decisions.sample_evenly(items, 10)
+    chosen = held_out.sample_evenly(items, 10)
     assert len(chosen) == 10 and len({c.split("/")[0] for c in chosen}) == 5
-    assert decisions.sample_evenly(items[:3], 10) == items[:3]
-    assert decisions.sample_evenly(items, 0) == []
+    assert held_out.sample_evenly(items[:3], 10) == items[:3]
+    assert held_out.sample_evenly(items, 0) == []
 
 
 def test_smoke_threshold_widens_for_small_samples() -> None:
-    assert decisions.smoke_threshold(0.9, 10_000, 0.1) == pytest.approx(0.8)
-    small = decisions.smoke_threshold(0.9, 20, 0.1)
+    assert smoke_decisions.smoke_threshold(0.9, 10_000, 0.1) == pytest.approx(0.8)
+    small = smoke_decisions.smoke_threshold(0.9, 20, 0.1)
     assert small == pytest.approx(0.9 - 3 * (0.9 * 0.1 / 20) ** 0.5)
-    assert decisions.smoke_threshold(1.0, 20, 0.05) == pytest.approx(0.95)
-    assert decisions.smoke_threshold(0.3, 5, 0.5) == 0.0
+    assert smoke_decisions.smoke_threshold(1.0, 20, 0.05) == pytest.approx(0.95)
+    assert smoke_decisions.smoke_threshold(0.3, 5, 0.5) == 0.0
 
 
 def test_stale_resources_keep_the_newest_and_the_protected() -> None:
@@ -127,7 +129,7 @@ def test_stale_resources_keep_the_newest_and_the_protected() -> None:
         ("c2", ours),
         ("c1", ours),
     ]
-    stale = decisions.stale_resources(
+    stale = smoke_decisions.stale_resources(
         newest_first, stack_name="s", dataset_name="digits", keep=2, protected={"c2"}
     )
     assert stale == ["c3", "c1"]

@@ -61,10 +61,10 @@ def test_other_path_segments_are_refused_with_the_rule(dataset: str) -> None:
 
 def test_the_default_endpoint_comes_from_the_environment() -> None:
     env = {"ENDPOINT_NAME": " stepsage-dogImages "}
-    assert image_request.default_endpoint_name(env) == "stepsage-dogImages"
+    assert image_request.default_endpoint_name(env["ENDPOINT_NAME"]) == "stepsage-dogImages"
     for unset in ({}, {"ENDPOINT_NAME": ""}, {"ENDPOINT_NAME": "  "}):
         with pytest.raises(image_request.EndpointNotFound) as caught:
-            image_request.default_endpoint_name(unset)
+            image_request.default_endpoint_name(unset.get("ENDPOINT_NAME", ""))
         assert caught.value.status_code == 404
         assert "POST /<dataset>" in caught.value.message
 

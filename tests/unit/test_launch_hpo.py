@@ -16,6 +16,7 @@ pytestmark = pytest.mark.unit
 code_bundle = load_lambda_module("launch_hpo", "code_bundle")
 tuning_request = load_lambda_module("launch_hpo", "tuning_request")
 from stepsage_lambda.errors import ConfigurationError  # noqa: E402
+from stepsage_lambda.payloads import StagedDataset  # noqa: E402
 from stepsage_lambda.settings import TrainingSettings  # noqa: E402
 
 ENV = {
@@ -91,7 +92,7 @@ def _request(**env: str) -> dict[str, Any]:
     merged = {**ENV, **env}
     return tuning_request.build_tuning_request(
         execution_name="digits-1c0f6a2d9b3e",
-        dataset=load_event("launch_hpo")["dataset"],
+        dataset=StagedDataset.model_validate(load_event("launch_hpo")["dataset"]),
         role_arn="arn:aws:iam::123456789012:role/sm",
         code_uri="s3://stepsage-artifacts-123456789012/code/sourcedir-0123456789abcdef.tar.gz",
         metric_definitions=[{"Name": "valid:accuracy", "Regex": "valid_accuracy=([0-9.]+)"}],

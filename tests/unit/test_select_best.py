@@ -11,6 +11,7 @@ pytestmark = pytest.mark.unit
 
 final_training = load_lambda_module("select_best", "final_training")
 from stepsage_lambda.errors import ConfigurationError  # noqa: E402
+from stepsage_lambda.payloads import StagedDataset  # noqa: E402
 from stepsage_lambda.settings import TrainingSettings  # noqa: E402
 
 ENV = {
@@ -33,7 +34,7 @@ TRIAL = {
 def _request(mode: str, rule_image: str | None = None) -> dict[str, Any]:
     return final_training.final_training_request(
         execution_name="digits-1c0f6a2d9b3e",
-        dataset=load_event("select_best")["dataset"],
+        dataset=StagedDataset.model_validate(load_event("select_best")["dataset"]),
         trial_hyperparameters=TRIAL,
         metric_definitions=[{"Name": "valid:accuracy", "Regex": "valid_accuracy=([0-9.]+)"}],
         settings=TrainingSettings.from_env({**ENV, "DEBUGGER_MODE": mode}),
@@ -89,7 +90,7 @@ def test_best_summary() -> None:
         "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid:accuracy", "Value": 0.97},
     }
     described = {"ModelArtifacts": {"S3ModelArtifacts": "s3://b/runs/x/tuning/job/output/model.tar.gz"}}
-    assert final_training.best_summary(best, described) == {
+    assert final_training.best_summary(best, described).model_dump() == {
         "training_job_name": "digits-1c0f6a2d9b3e-h0-003-1a2b3c4d",
         "tuned_hyperparameters": {"lr": "0.0031", "batch-size": "64"},
         "objective": {"name": "valid:accuracy", "value": 0.97},

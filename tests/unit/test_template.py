@@ -403,10 +403,8 @@ def _sources(function_id: str) -> list[Path]:
 
 
 # Names a module of the function's folder requires although the function's own handler never reaches
-# that code (folders shared by two functions).
-NOT_REACHED = {
-    "SmokeTestFunction": {"INFERENCE_IMAGE_URI": "EndpointSettings.from_env runs only in the deploy handler"},
-}
+# that code (folders shared by two functions; none are shared now).
+NOT_REACHED: dict[str, dict[str, str]] = {}
 
 
 def _handler_modules(function_id: str) -> list[Path]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from stepsage_lambda.errors import ConfigurationError
 
@@ -14,6 +15,33 @@ _FALSE = {"0", "false", "no", "off", ""}
 DEBUGGER_MODES = ("embedded", "managed", "off")
 TUNING_STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
 EARLY_STOPPING_TYPES = ("Auto", "Off")
+
+
+class DeclaredEnv(Mapping[str, str]):
+    """The environment as one Settings class may read it: only the names its ENV_VARS declares.
+
+    Reading any other name is a bug in that class (tests/unit/test_settings_env.py checks that every
+    declared name is in the function's template environment), so it fails loudly instead of defaulting.
+    """
+
+    def __init__(self, env: Mapping[str, str], names: tuple[str, ...], owner: str) -> None:
+        self._env, self._names, self._owner = env, frozenset(names), owner
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self._names:
+            raise ConfigurationError(f"{self._owner} reads {name}, which its ENV_VARS does not declare")
+        return self._env[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in self._env if name in self._names)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def declared(env: Mapping[str, str], settings_class: type) -> DeclaredEnv:
+    names: tuple[str, ...] = settings_class.ENV_VARS  # type: ignore[attr-defined]
+    return DeclaredEnv(env, names, settings_class.__name__)
 
 
 def text(env: Mapping[str, str], name: str, default: str | None = None) -> str:
@@ -106,8 +134,31 @@ class TrainingSettings:
     debugger_mode: str
     extra_hyperparameters: dict[str, str] = field(default_factory=dict)
 
+    # AWS_REGION and AWS_DEFAULT_REGION are the Lambda runtime's own; every other name is in template.yaml.
+    ENV_VARS: ClassVar[tuple[str, ...]] = (
+        "ARTIFACTS_BUCKET",
+        "TRAINING_IMAGE_URI",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "STACK_NAME",
+        "TUNING_INSTANCE_TYPE",
+        "FINAL_INSTANCE_TYPE",
+        "VOLUME_SIZE_GB",
+        "USE_SPOT_TRAINING",
+        "MAX_RUNTIME_SECONDS",
+        "MAX_WAIT_SECONDS",
+        "MODEL_ARCHITECTURE",
+        "WEIGHTS",
+        "IMAGE_SIZE",
+        "EPOCHS",
+        "FINAL_EPOCHS",
+        "DEBUGGER_MODE",
+        "EXTRA_HYPERPARAMETERS",
+    )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TrainingSettings:
+        env = declared(env, cls)
         max_runtime = integer(env, "MAX_RUNTIME_SECONDS", 3600, minimum=1)
         epochs = integer(env, "EPOCHS", 10, minimum=1)
         tuning_instance = text(env, "TUNING_INSTANCE_TYPE", "ml.g4dn.xlarge")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
+from stepsage_lambda.payloads import Channels
 from stepsage_lambda.settings import TrainingSettings
 
 CHANNELS = ("train", "valid", "test")
 
 
-def input_channels(channels: Mapping[str, str]) -> list[dict[str, Any]]:
+def input_channels(channels: Channels) -> list[dict[str, Any]]:
     """One File-mode S3Prefix channel per split; the script sees them as SM_CHANNEL_TRAIN/VALID/TEST."""
     return [
         {
@@ -18,7 +18,7 @@ def input_channels(channels: Mapping[str, str]) -> list[dict[str, Any]]:
             "DataSource": {
                 "S3DataSource": {
                     "S3DataType": "S3Prefix",
-                    "S3Uri": channels[name],
+                    "S3Uri": getattr(channels, name),
                     "S3DataDistributionType": "FullyReplicated",
                 }
             },

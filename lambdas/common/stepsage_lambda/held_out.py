@@ -1,12 +1,12 @@
-"""The held-out test split on S3, scored against an endpoint image by image."""
+"""The held-out test split on S3, scored against an endpoint image by image (Deploy and SmokeTest)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
-from deploy_decisions import sample_evenly
 
 from contracts.images import has_image_extension
 from stepsage_lambda.runtime_api import RuntimeApi, content_type_for
@@ -22,6 +22,16 @@ class Score:
     @property
     def accuracy(self) -> float:
         return self.correct / self.total if self.total else 0.0
+
+
+def sample_evenly(items: Sequence[str], limit: int) -> list[str]:
+    """At most `limit` items spread over the whole (class-sorted) list, so every class tends to appear."""
+    if limit <= 0:
+        return []
+    if len(items) <= limit:
+        return list(items)
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
 
 
 def labelled_images(test_prefix_uri: str, s3: S3Api) -> list[tuple[str, str]]:
