@@ -6,16 +6,15 @@ import argparse
 import faulthandler
 import io
 import json
-import os
 import re
 import signal
 import sys
 import tarfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
+from stepsage.local.children import kill_children
 from stepsage.local.cloud import DEFAULT_PORT, CloudSettings, LocalCloud
 from stepsage.local.progress import ProgressPrinter
 from stepsage.transfers import TransferProgress
@@ -98,35 +97,19 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exit_after(command: Any) -> Any:
-    """Run a command that owns a local cloud, then end the process at once with its exit code.
-
-    By then the cloud has stopped every child. What can still be alive are worker threads of the cloud's
-    own (an S3 transfer pool of a training job that was starting, say) blocked on a gateway that is gone;
-    the interpreter's normal exit would join them and hang for minutes. Nothing is left worth waiting for.
-    """
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            code = int(command(args))
-        except KeyboardInterrupt:
-            code = 130
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-    return run
+def _stop(cloud: LocalCloud) -> None:
+    """Stop the cloud (it has a deadline of its own); a second Ctrl-C cuts the wait short."""
+    try:
+        cloud.stop()
+    except KeyboardInterrupt:
+        kill_children()
 
 
-@_exit_after
 def cmd_up(args: argparse.Namespace) -> int:
     _stop_on_signals()
     cloud = LocalCloud(_settings(args))
-    cloud.build(progress=None if args.json else _log)
     try:
+        cloud.build(progress=None if args.json else _log)
         cloud.start()
         if not args.quiet:
             cloud.add_listener(ProgressPrinter(stream=sys.stderr))
@@ -140,7 +123,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        cloud.stop()
+        _stop(cloud)
 
 
 def _up_banner(info: dict[str, Any]) -> str:
@@ -311,7 +294,6 @@ def _print_summary(summary: dict[str, Any], state_times: dict[str, float]) -> No
     sys.stdout.flush()
 
 
-@_exit_after
 def cmd_run(args: argparse.Namespace) -> int:
     _stop_on_signals()
     name = dataset_name(args.dataset, args.name)
@@ -344,7 +326,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        cloud.stop()
+        _stop(cloud)
 
 
 def _write_report(cloud: LocalCloud, execution_arn: str, report_dir: Path | None) -> dict[str, str]:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+# Transfers run on the job's own (daemon) thread: a managed transfer's worker pool is made of non-daemon
+# threads, which the interpreter joins at exit even when the S3 they wait for has gone.
+_IN_THREAD = TransferConfig(use_threads=False)
 
 
 class S3TransferError(Exception):
@@ -41,6 +47,15 @@ class S3Storage:
             config=Config(retries={"max_attempts": 3, "mode": "standard"}),
             **credentials,
         )
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """Abort transfers in progress and refuse new ones: the emulator is shutting down."""
+        self._closed.set()
+
+    def _check_open(self, uri: str) -> None:
+        if self._closed.is_set():
+            raise S3TransferError(f"Transfer of {uri} aborted: the emulator is shutting down")
 
     def exists(self, uri: str) -> bool:
         bucket, key = parse_s3_uri(uri)
@@ -53,6 +68,7 @@ class S3Storage:
     def download_prefix(self, uri: str, destination: Path) -> int:
         """Copy every object under `uri` into `destination`, keeping the layout below the prefix."""
         bucket, prefix = parse_s3_uri(uri)
+        self._check_open(uri)
         destination.mkdir(parents=True, exist_ok=True)
         transfers: list[tuple[str, Path]] = []
         try:
@@ -70,30 +86,37 @@ class S3Storage:
 
             def fetch(transfer: tuple[str, Path]) -> None:
                 key, target = transfer
+                self._check_open(f"s3://{bucket}/{key}")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 # A plain GET per object: image datasets are many small files, where a managed transfer's
                 # HEAD and thread start cost more than the bytes.
                 target.write_bytes(self._client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
-            with ThreadPoolExecutor(max_workers=8) as pool:
+            pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="s3-download")
+            try:
                 for _ in pool.map(fetch, transfers):
                     pass
+            finally:
+                # On the first failure (a close() among them), what has not started never will.
+                pool.shutdown(wait=True, cancel_futures=True)
         except (ClientError, BotoCoreError) as e:
             raise S3TransferError(f"Data download failed from {uri}: {e}") from e
         return len(transfers)
 
     def download_file(self, uri: str, destination: Path) -> None:
         bucket, key = parse_s3_uri(uri)
+        self._check_open(uri)
         destination.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._client.download_file(bucket, key, str(destination))
+            self._client.download_file(bucket, key, str(destination), Config=_IN_THREAD)
         except (ClientError, BotoCoreError) as e:
             raise S3TransferError(f"Could not download {uri}: {e}") from e
 
     def upload_file(self, source: Path, uri: str) -> None:
         bucket, key = parse_s3_uri(uri)
+        self._check_open(uri)
         try:
-            self._client.upload_file(str(source), bucket, key)
+            self._client.upload_file(str(source), bucket, key, Config=_IN_THREAD)
         except (ClientError, BotoCoreError) as e:
             raise S3TransferError(f"Could not upload to {uri}: {e}") from e
 

@@ -370,7 +370,10 @@ class TrainingJob:
         try:
             program = self._prepare_inputs(paths)
         except (S3TransferError, tarfile.TarError, OSError) as e:
-            self._finish("Failed", "Failed", f"ClientError: {e}"[:FAILURE_REASON_LIMIT])
+            if self._stop_requested.is_set():  # the stop aborted the download
+                self._finish("Stopped", self._stop_secondary)
+            else:
+                self._finish("Failed", "Failed", f"ClientError: {e}"[:FAILURE_REASON_LIMIT])
             return
         if self._stop_requested.is_set():
             self._finish("Stopped", self._stop_secondary)
@@ -381,7 +384,10 @@ class TrainingJob:
         returncode, stopped_by = self._train(program, paths)
         self._sync_checkpoints(paths, final=True)
         if stopped_by is not None:
-            self._upload_outputs(paths, required=False)
+            try:
+                self._upload_outputs(paths, required=False)
+            except S3TransferError as e:
+                self._append_log(f"[emulator] output upload of the stopped job failed: {e}")
             self._finish("Stopped", stopped_by)
             return
         if returncode != 0:
