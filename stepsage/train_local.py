@@ -1,12 +1,12 @@
-"""`stepsage train-local`: run training_code/train.py here, under the SageMaker container contract."""
+"""`stepsage train-local`: run training_code/train.py here, as the local SageMaker emulator's training job."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -14,11 +14,25 @@ import zipfile
 from pathlib import Path
 from typing import Any, TextIO
 
+from stepsage.local.errors import SageMakerError
+from stepsage.local.sagemaker.context import EmulatorContext
+from stepsage.local.sagemaker.storage import FolderStorage
+from stepsage.local.sagemaker.training import TrainingJob
+from stepsage.local.sagemaker.validation import validate_request
+from stepsage.local.template import ACCOUNT_ID, REGION
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CODE_DIR = REPO_ROOT / "training_code"
+# The launch Lambda's bundler: the sourcedir.tar.gz layout and the MetricDefinitions have one owner.
+CODE_BUNDLE = REPO_ROOT / "lambdas" / "launch_hpo" / "code_bundle.py"
 SPLITS = ("train", "valid", "test")
 # No ImageNet weights can be downloaded here; everything else keeps train.py's own defaults.
 LOCAL_DEFAULTS = {"weights": "none"}
+# The job's "S3": the dataset folder is one bucket, <job>/artifacts the other (code, model.tar.gz).
+DATA_BUCKET = "dataset"
+ARTIFACTS_BUCKET = "artifacts"
+ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/stepsage-train-local"
+LOCAL_IMAGE = "stepsage-train-local:this-interpreter"
 
 
 class TrainLocalError(Exception):
@@ -48,28 +62,90 @@ def prepare_data(data: Path, job_dir: Path) -> Path:
     return find_dataset_root(data)
 
 
-def container_environment(job_dir: Path, channels: dict[str, Path], cpus: int, hyperparameters: dict) -> dict:
-    """The SM_* variables a SageMaker training container sets, pointing into `job_dir`."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "SM_MODEL_DIR": str(job_dir / "model"),
-            "SM_OUTPUT_DATA_DIR": str(job_dir / "output" / "data"),
-            "SM_OUTPUT_DIR": str(job_dir / "output"),
-            "SM_INPUT_DIR": str(job_dir / "input"),
-            "SM_CHANNELS": json.dumps(sorted(channels)),
-            "SM_HPS": json.dumps(hyperparameters),
-            "SM_NUM_CPUS": str(cpus),
-            "SM_NUM_GPUS": "0",
-            "SM_CURRENT_HOST": "algo-1",
-            "SM_HOSTS": json.dumps(["algo-1"]),
-            "OMP_NUM_THREADS": str(cpus),
-            "PYTHONUNBUFFERED": "1",
-        }
+def _code_bundle() -> Any:
+    spec = importlib.util.spec_from_file_location("_stepsage_code_bundle", CODE_BUNDLE)
+    if spec is None or spec.loader is None:
+        raise TrainLocalError(f"cannot load {CODE_BUNDLE}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def job_request(
+    name: str,
+    channels: list[str],
+    hyperparameters: dict[str, str],
+    code_uri: str,
+    metrics: list[dict[str, str]],
+) -> dict[str, Any]:
+    """The CreateTrainingJob request that the launch Lambda would make, over the local buckets."""
+    return {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {
+            "TrainingImage": LOCAL_IMAGE,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": metrics,
+        },
+        "RoleArn": ROLE_ARN,
+        "HyperParameters": {
+            **hyperparameters,
+            "sagemaker_program": "train.py",
+            "sagemaker_submit_directory": code_uri,
+        },
+        "InputDataConfig": [
+            {
+                "ChannelName": channel,
+                "DataSource": {
+                    "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{DATA_BUCKET}/{channel}/"}
+                },
+            }
+            for channel in channels
+        ],
+        "OutputDataConfig": {"S3OutputPath": f"s3://{ARTIFACTS_BUCKET}"},
+        "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 5 * 86400},
+    }
+
+
+def training_job(
+    job_dir: Path,
+    root: Path,
+    hyperparameters: dict[str, str],
+    *,
+    cpus: int,
+    code_dir: Path = DEFAULT_CODE_DIR,
+    python: str = sys.executable,
+    on_log: Any = None,
+) -> TrainingJob:
+    """The emulator's training job over `root` (the dataset folder), running in `job_dir`."""
+    artifacts = job_dir / "artifacts"
+    bundle = _code_bundle()
+    # build_sourcedir wants the folder holding training_code/ and inference_code/, as the code layer has.
+    tarball = bundle.build_sourcedir(code_dir.parent)
+    code_key = bundle.bundle_key(tarball)
+    (artifacts / code_key).parent.mkdir(parents=True, exist_ok=True)
+    (artifacts / code_key).write_bytes(tarball)
+    channels = [name for name in SPLITS if (root / name).is_dir()]
+    request = job_request(
+        f"train-local-{time.strftime('%Y%m%d-%H%M%S')}",
+        channels,
+        hyperparameters,
+        f"s3://{ARTIFACTS_BUCKET}/{code_key}",
+        bundle.metric_definitions(code_dir.parent),
     )
-    for name, path in channels.items():
-        env[f"SM_CHANNEL_{name.upper()}"] = str(path)
-    return env
+    try:
+        validate_request("CreateTrainingJob", request)
+    except SageMakerError as e:
+        raise TrainLocalError(e.message) from e
+    context = EmulatorContext(
+        storage=FolderStorage({DATA_BUCKET: root, ARTIFACTS_BUCKET: artifacts}),
+        work_dir=job_dir,
+        region=REGION,
+        account_id=ACCOUNT_ID,
+        cores=cpus,
+        python=python,
+    )
+    return TrainingJob(context, request, job_dir=job_dir, on_log=on_log)
 
 
 def split_passthrough(tokens: list[str]) -> dict[str, str]:
@@ -143,49 +219,51 @@ def train_local(
     """Run one training job; returns its folders, exit code and (on success) evaluation accuracy."""
     job_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="stepsage-train-"))
     job_dir.mkdir(parents=True, exist_ok=True)
-    # A reused --out is a new job: stale checkpoints there would silently resume the previous one.
-    for stale in ("model", "output", "checkpoints", "input/extracted"):
+    # The job clears its own folders (stale checkpoints would resume the previous job); these two are ours.
+    for stale in ("artifacts", "input/extracted"):
         shutil.rmtree(job_dir / stale, ignore_errors=True)
     root = prepare_data(Path(data), job_dir)
-    channels = {name: root / name for name in SPLITS if (root / name).is_dir()}
     hps = {**LOCAL_DEFAULTS, **(hyperparameters or {})}
-    hps.setdefault("checkpoint-dir", str(job_dir / "checkpoints"))
-    cpus = cpus or len(os.sched_getaffinity(0))
-    env = container_environment(job_dir, channels, cpus, hps)
-    for folder in ("model", "output/data"):
-        (job_dir / folder).mkdir(parents=True, exist_ok=True)
-    command = [python, str(code_dir / "train.py")]
-    for key, value in hps.items():
-        command += [f"--{key}", str(value)]
+    printer = EpochPrinter(stream)
+    job = training_job(
+        job_dir,
+        root,
+        hps,
+        cpus=cpus or len(os.sched_getaffinity(0)),
+        code_dir=code_dir,
+        python=python,
+        on_log=lambda _job, line: printer.feed(line),
+    )
+    channels = [c["ChannelName"] for c in job.request["InputDataConfig"]]
     print(f"job folder: {job_dir}", file=stream, flush=True)
     print(f"data: {root} (channels {', '.join(channels)})", file=stream, flush=True)
-    printer = EpochPrinter(stream)
     started = time.perf_counter()
-    with (
-        open(job_dir / "train.log", "w") as log,
-        subprocess.Popen(
-            command,
-            cwd=code_dir,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-        ) as process,
-    ):
-        assert process.stdout is not None
-        for line in process.stdout:
-            log.write(line)
-            printer.feed(line)
-        returncode = process.wait()
+    job.start()
+    try:
+        while not job.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        job.stop()
+        job.wait(job.context.stop_grace_seconds + 5)
+        job.context.processes.kill_all(grace_seconds=0)
+        raise
+    returncode = job.exit_code if job.exit_code is not None else int(job.status != "Completed")
+    if job.status != "Completed" and returncode == 0:
+        returncode = 1  # the script succeeded, the job did not (its artifacts could not be written)
     result: dict[str, Any] = {
         "job_dir": str(job_dir),
+        "job_name": job.name,
+        "status": job.status,
+        "failure_reason": job.failure_reason,
         "model_dir": str(job_dir / "model"),
         "output_dir": str(job_dir / "output" / "data"),
-        "log": str(job_dir / "train.log"),
+        "log": str(job.log_path),
         "returncode": returncode,
         "seconds": time.perf_counter() - started,
     }
+    storage = job.context.storage
+    if job.model_artifacts and isinstance(storage, FolderStorage):
+        result["model_tarball"] = str(storage.path(job.model_artifacts))
     evaluation_path = job_dir / "model" / "evaluation.json"
     if returncode == 0 and evaluation_path.is_file():
         result["accuracy"] = json.loads(evaluation_path.read_text())["accuracy"]
@@ -199,13 +277,19 @@ def _run(args: argparse.Namespace) -> int:
     except TrainLocalError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 130
     if result["returncode"] != 0:
-        print(f"training failed (exit {result['returncode']}); log: {result['log']}", file=sys.stderr)
+        reason = f": {result['failure_reason']}" if result.get("failure_reason") else ""
+        print(f"training failed (exit {result['returncode']}){reason}; log: {result['log']}", file=sys.stderr)
         return int(result["returncode"])
     accuracy = result.get("accuracy", float("nan"))
     print(
         f"\nmodel artifact: {result['model_dir']}  (test accuracy {accuracy:.4f}, {result['seconds']:.0f} s)"
     )
+    if result.get("model_tarball"):
+        print(f"model.tar.gz:   {result['model_tarball']}")
     print(f"output data:    {result['output_dir']}\nlog:            {result['log']}")
     return 0
 
@@ -213,7 +297,7 @@ def _run(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train-local",
-        help="train on this machine under the SageMaker container contract",
+        help="train on this machine: the local SageMaker emulator's training job, without the cloud",
         description=__doc__,
         epilog="Any other --name value pair goes to train.py as a hyperparameter, e.g. --epochs 8 "
         "--hflip off (see python training_code/train.py --help). Local default: --weights none.",

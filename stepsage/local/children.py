@@ -4,16 +4,42 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import signal
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 # Linux sends the parent-death signal when the *thread* that forked the child exits, not the process. So
 # every child is forked from this one thread, which lives as long as the process; a short-lived request
-# thread spawning a Lambda worker would otherwise get it killed the moment the request ends.
-_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="child-spawner")
+# thread spawning a Lambda worker would otherwise get it killed the moment the request ends. It is a daemon:
+# it only ever waits for the next command, so it must not hold the interpreter's exit.
+_REQUESTS: queue.Queue[tuple[Any, Future[Any]]] = queue.Queue()
+_spawner: threading.Thread | None = None
+_spawner_lock = threading.Lock()
+
+
+def _serve_spawns() -> None:
+    while True:
+        start, result = _REQUESTS.get()
+        if result.set_running_or_notify_cancel():
+            try:
+                result.set_result(start())
+            except BaseException as error:
+                result.set_exception(error)
+
+
+def _submit(start: Any) -> Future[Any]:
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = threading.Thread(target=_serve_spawns, name="child-spawner", daemon=True)
+            _spawner.start()
+    result: Future[Any] = Future()
+    _REQUESTS.put((start, result))
+    return result
 
 
 def _die_with_parent() -> None:
@@ -31,7 +57,7 @@ def spawn(command: list[str], **popen_kwargs: Any) -> subprocess.Popen[Any]:
     def start() -> subprocess.Popen[Any]:
         return subprocess.Popen(command, preexec_fn=_die_with_parent, **popen_kwargs)
 
-    return _SPAWNER.submit(start).result()
+    return _submit(start).result()
 
 
 def kill_children() -> None:

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import io
+import functools
 import json
-import os
 import re
 import signal
 import sys
-import tarfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 from contracts import datasets, images
+from stepsage.local.children import kill_children
 from stepsage.local.cloud import DEFAULT_PORT, CloudSettings, LocalCloud
 from stepsage.local.progress import ProgressPrinter
+from stepsage.report.clients import ClientFactory
+from stepsage.report.collect import read_execution, read_tar_members
+from stepsage.report.history import TRAINING_RESOURCE, TUNING_RESOURCE
 from stepsage.transfers import TransferProgress
 
 
@@ -99,35 +100,19 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exit_after(command: Any) -> Any:
-    """Run a command that owns a local cloud, then end the process at once with its exit code.
-
-    By then the cloud has stopped every child. What can still be alive are worker threads of the cloud's
-    own (an S3 transfer pool of a training job that was starting, say) blocked on a gateway that is gone;
-    the interpreter's normal exit would join them and hang for minutes. Nothing is left worth waiting for.
-    """
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            code = int(command(args))
-        except KeyboardInterrupt:
-            code = 130
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-    return run
+def _stop(cloud: LocalCloud) -> None:
+    """Stop the cloud (it has a deadline of its own); a second Ctrl-C cuts the wait short."""
+    try:
+        cloud.stop()
+    except KeyboardInterrupt:
+        kill_children()
 
 
-@_exit_after
 def cmd_up(args: argparse.Namespace) -> int:
     _stop_on_signals()
     cloud = LocalCloud(_settings(args))
-    cloud.build(progress=None if args.json else _log)
     try:
+        cloud.build(progress=None if args.json else _log)
         cloud.start()
         if not args.quiet:
             cloud.add_listener(ProgressPrinter(stream=sys.stderr))
@@ -141,7 +126,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        cloud.stop()
+        _stop(cloud)
 
 
 def _up_banner(info: dict[str, Any]) -> str:
@@ -213,80 +198,49 @@ def _epoch(value: Any) -> float:
     return value.timestamp() if hasattr(value, "timestamp") else float(value)
 
 
-def summarize(cloud: LocalCloud, execution: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """Execution, best hyperparameters, test accuracy and endpoint, from the services' own APIs."""
+def summarize(
+    clients: ClientFactory, execution_arn: str, dataset: str, function_url: str | None = None
+) -> dict[str, Any]:
+    """Execution, best hyperparameters, test accuracy and endpoint. The jobs and the endpoint are the ones
+    the execution's history names (read as the run report reads it), so another run's jobs never show."""
+    run = read_execution(clients("stepfunctions"), execution_arn)
     summary: dict[str, Any] = {
-        "execution_arn": execution["executionArn"],
-        "status": execution["status"],
+        "execution_arn": execution_arn,
+        "status": run.execution["status"],
         "dataset": dataset,
-        "function_url": cloud.function_url,
+        "function_url": function_url,
     }
-    if execution.get("error"):
-        summary["error"] = execution.get("error")
-        summary["cause"] = execution.get("cause")
-    sagemaker = cloud.sagemaker
-    started = _epoch(execution["startDate"])
-    tuning = [
-        j
-        for j in sagemaker.handle(
-            "ListHyperParameterTuningJobs", {"SortBy": "CreationTime", "SortOrder": "Descending"}
-        )["HyperParameterTuningJobSummaries"]
-        if _epoch(j["CreationTime"]) >= started - 1
-    ]
-    if tuning:
-        described = sagemaker.handle(
-            "DescribeHyperParameterTuningJob",
-            {"HyperParameterTuningJobName": tuning[0]["HyperParameterTuningJobName"]},
-        )
+    if run.execution.get("error") or run.end.get("error"):
+        summary["error"] = run.execution.get("error") or run.end.get("error")
+        summary["cause"] = run.execution.get("cause") or run.end.get("cause")
+    sagemaker = clients("sagemaker")
+    tuning = run.jobs.get(TUNING_RESOURCE)
+    if tuning is not None:
+        described = sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning.name)
         best = described.get("BestTrainingJob") or {}
-        summary["tuning_job"] = described["HyperParameterTuningJobName"]
+        summary["tuning_job"] = tuning.name
         summary["best_training_job"] = best.get("TrainingJobName")
         summary["best_hyperparameters"] = best.get("TunedHyperParameters")
         objective = best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
         summary["best_objective"] = (
             {objective.get("MetricName"): objective.get("Value")} if objective else None
         )
-        trial_names = {
-            t["TrainingJobName"]
-            for t in sagemaker.handle(
-                "ListTrainingJobsForHyperParameterTuningJob",
-                {"HyperParameterTuningJobName": described["HyperParameterTuningJobName"], "MaxResults": 100},
-            )["TrainingJobSummaries"]
-        }
-    else:
-        trial_names = set()
-    jobs = sagemaker.handle(
-        "ListTrainingJobs", {"SortBy": "CreationTime", "SortOrder": "Descending", "MaxResults": 100}
-    )
-    finals = [
-        j
-        for j in jobs["TrainingJobSummaries"]
-        if j["TrainingJobName"] not in trial_names and _epoch(j["CreationTime"]) >= started - 1
-    ]
-    if finals:
-        final = sagemaker.handle("DescribeTrainingJob", {"TrainingJobName": finals[0]["TrainingJobName"]})
-        summary["final_training_job"] = final["TrainingJobName"]
-        artifact = (final.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+    final = run.jobs.get(TRAINING_RESOURCE)
+    if final is not None:
+        described = sagemaker.describe_training_job(TrainingJobName=final.name)
+        summary["final_training_job"] = final.name
+        artifact = (described.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
         summary["model_artifact"] = artifact
-        evaluation = _read_from_tarball(cloud, artifact, "evaluation.json") if artifact else None
-        if evaluation:
-            summary["test_accuracy"] = evaluation.get("accuracy")
-    endpoints = sagemaker.handle("ListEndpoints", {"NameContains": dataset, "MaxResults": 10})["Endpoints"]
-    if endpoints:
-        summary["endpoint"] = endpoints[0]["EndpointName"]
-        summary["endpoint_status"] = endpoints[0]["EndpointStatus"]
+        if artifact:
+            found = read_tar_members(clients("s3"), artifact, ["evaluation.json"])
+            if "evaluation.json" in found:
+                summary["test_accuracy"] = json.loads(found["evaluation.json"]).get("accuracy")
+    deployment = run.document.get("deployment")
+    if isinstance(deployment, dict) and deployment.get("endpoint_name"):
+        endpoint = sagemaker.describe_endpoint(EndpointName=deployment["endpoint_name"])
+        summary["endpoint"] = endpoint["EndpointName"]
+        summary["endpoint_status"] = endpoint["EndpointStatus"]
     return summary
-
-
-def _read_from_tarball(cloud: LocalCloud, uri: str, member: str) -> dict[str, Any] | None:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    body = cloud.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
-        for entry in archive.getmembers():
-            if entry.name.lstrip("./") == member:
-                handle = archive.extractfile(entry)
-                return json.load(handle) if handle else None
-    return None
 
 
 def _print_summary(summary: dict[str, Any], state_times: dict[str, float]) -> None:
@@ -315,7 +269,6 @@ def _print_summary(summary: dict[str, Any], state_times: dict[str, float]) -> No
     sys.stdout.flush()
 
 
-@_exit_after
 def cmd_run(args: argparse.Namespace) -> int:
     _stop_on_signals()
     try:
@@ -335,8 +288,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.quiet:
             _log(f"uploaded s3://{cloud.data_bucket}/{key}")
         arn = wait_for_execution(cloud, started)
-        execution = cloud.stepfunctions.wait(arn, timeout=args.timeout)
-        summary = summarize(cloud, execution, name)
+        cloud.stepfunctions.wait(arn, timeout=args.timeout)
+        summary = summarize(functools.cache(cloud.client), arn, name, cloud.function_url)
         summary["state_seconds"] = printer.state_times()
         summary["wall_seconds"] = round(time.time() - started, 1)
         if not args.no_report:
@@ -352,7 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        cloud.stop()
+        _stop(cloud)
 
 
 def _write_report(cloud: LocalCloud, execution_arn: str, report_dir: Path | None) -> dict[str, str]:

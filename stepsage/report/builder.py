@@ -178,7 +178,8 @@ def _pipeline(run: RunData, writer: _Writer) -> str:
 
 def _dataset_identity(run: RunData) -> str:
     """The staged dataset version and the one the model says it trained on: the same hash, or a warning."""
-    staged = run.document.get("dataset") if isinstance(run.document.get("dataset"), dict) else {}
+    document = run.document.get("dataset")
+    staged: dict[str, Any] = document if isinstance(document, dict) else {}
     staged_hash = staged.get("dataset_hash")
     trained_hash = None if isinstance(run.run_info, Unavailable) else run.run_info.get("dataset_hash")
     if staged_hash and trained_hash:

@@ -213,6 +213,21 @@ def epochs_from_log(lines: Iterable[str], metric_definitions: list[dict[str, str
     return [epochs[e] for e in sorted(epochs)]
 
 
+def read_execution(sfn: Any, execution_arn: str) -> RunData:
+    """The execution, its definition and history, and what the history names: the jobs it started, its
+    state document and how it ended. Read from the execution itself, never guessed from timestamps."""
+    execution = sfn.describe_execution(executionArn=execution_arn)
+    definition = json.loads(
+        sfn.describe_state_machine_for_execution(executionArn=execution_arn)["definition"]
+    )
+    events = _history(sfn, execution_arn)
+    run = RunData(execution_arn=execution_arn, execution=execution, definition=definition, events=events)
+    run.document = state_document(events, execution.get("output"))
+    run.end = execution_end(events)
+    run.jobs = sagemaker_jobs(events, definition)
+    return run
+
+
 class Collector:
     """Reads one execution's report data; each part fails alone, into an Unavailable with the reason."""
 
@@ -221,16 +236,7 @@ class Collector:
         self.sample_count = samples
 
     def collect(self, execution_arn: str) -> RunData:
-        sfn = self.clients("stepfunctions")
-        execution = sfn.describe_execution(executionArn=execution_arn)
-        definition = json.loads(
-            sfn.describe_state_machine_for_execution(executionArn=execution_arn)["definition"]
-        )
-        events = _history(sfn, execution_arn)
-        run = RunData(execution_arn=execution_arn, execution=execution, definition=definition, events=events)
-        run.document = state_document(events, execution.get("output"))
-        run.end = execution_end(events)
-        run.jobs = sagemaker_jobs(events, definition)
+        run = read_execution(self.clients("stepfunctions"), execution_arn)
         run.tuning = self._tuning(run)
         run.final_job = self._final_job(run)
         self._artifacts(run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -62,12 +63,16 @@ def test_zip_with_or_without_a_top_level_folder(tmp_path, prefix):
 
 
 def test_container_environment_points_into_the_job(tmp_path):
-    env = train_local.container_environment(tmp_path, {"train": tmp_path / "t"}, 2, {"epochs": "3"})
-    assert env["SM_MODEL_DIR"] == str(tmp_path / "model")
-    assert env["SM_OUTPUT_DATA_DIR"] == str(tmp_path / "output" / "data")
-    assert env["SM_CHANNEL_TRAIN"] == str(tmp_path / "t")
+    # The emulator's training job: its channels are copied into the job, as SageMaker's File mode does.
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    job = train_local.training_job(tmp_path / "job", tmp_path / "data", {"epochs": "3"}, cpus=2)
+    env = job.environment()
+    assert env["SM_MODEL_DIR"] == str(tmp_path / "job" / "model")
+    assert env["SM_OUTPUT_DATA_DIR"] == str(tmp_path / "job" / "output" / "data")
+    assert env["SM_CHANNEL_TRAIN"] == str(tmp_path / "job" / "input" / "data" / "train")
     assert env["SM_NUM_CPUS"] == "2" and env["OMP_NUM_THREADS"] == "2"
     assert env["SM_CHANNELS"] == '["train"]'
+    assert json.loads(env["SM_HPS"]) == {"epochs": "3"}
 
 
 def test_epoch_lines_become_a_table_and_other_lines_pass_through():

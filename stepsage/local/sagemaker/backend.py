@@ -6,6 +6,7 @@ import copy
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -197,8 +198,11 @@ class SageMakerBackend:
             endpoint = self.endpoints.get(endpoint_name)
         return list(endpoint.log) if endpoint else []
 
-    def shutdown(self) -> None:
-        """Stop every job and server and kill every child process group; nothing outlives the emulator."""
+    def shutdown(self, grace_seconds: float = 5.0) -> None:
+        """Stop every job and server and kill every child process group; nothing outlives the emulator.
+
+        Stopped jobs get `grace_seconds` to upload what they have, as SageMaker lets them; then S3 transfers
+        still running (a job's channel download, say) are aborted, so no job thread outlives the shutdown."""
         with self._lock:
             tuning = list(self.tuning_jobs.values())
             training = list(self.training_jobs.values())
@@ -211,10 +215,16 @@ class SageMakerBackend:
             with endpoint._lock:
                 endpoint.deleted = True
         self.context.processes.kill_all(grace_seconds=3.0)
-        for job in training:
-            job.wait(timeout=5)
-        for tuning_job in tuning:
-            tuning_job.wait(timeout=5)
+        self._wait_for(training, tuning, grace_seconds)
+        self.context.storage.close()
+        self._wait_for(training, tuning, grace_seconds)
+
+    @staticmethod
+    def _wait_for(training: list[TrainingJob], tuning: list[TuningJob], seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        waits: list[Callable[..., bool]] = [job.wait for job in training] + [job.wait for job in tuning]
+        for wait in waits:
+            wait(timeout=max(0.0, deadline - time.monotonic()))
 
     # ---- tags -----------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stepsage.local.sagemaker.processes import ChildProcesses
-from stepsage.local.sagemaker.storage import S3Storage
+from stepsage.local.sagemaker.storage import Storage
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -24,7 +24,7 @@ def now() -> dt.datetime:
 
 @dataclass
 class EmulatorContext:
-    storage: S3Storage
+    storage: Storage
     work_dir: Path
     region: str
     account_id: str

@@ -36,6 +36,10 @@ _STATUS_MESSAGES = {
 
 MetricObserver = Callable[["TrainingJob", str, float, int], None]
 FinishObserver = Callable[["TrainingJob"], None]
+LogObserver = Callable[["TrainingJob", str], None]
+LOG_NAME = "train.log"
+# What a job writes into its folder; a rerun in the same folder removes these and nothing else.
+_JOB_FILES = ("sourcedir.tar.gz", "model.tar.gz", "output.tar.gz", LOG_NAME)
 
 
 class MetricParser:
@@ -114,6 +118,8 @@ class TrainingJob:
         parallel_jobs: int = 1,
         on_metric: MetricObserver | None = None,
         on_finish: FinishObserver | None = None,
+        on_log: LogObserver | None = None,
+        job_dir: Path | None = None,
     ) -> None:
         self.context = context
         self.request = request
@@ -123,8 +129,10 @@ class TrainingJob:
         self.threads = thread_share(context.cores, parallel_jobs)
         self.on_metric = on_metric
         self.on_finish = on_finish
-        self.job_dir = context.work_dir / "training-jobs" / self.name
-        self.log_path = self.job_dir / "logs.txt"
+        self.on_log = on_log
+        self.job_dir = job_dir or context.work_dir / "training-jobs" / self.name
+        self.log_path = self.job_dir / LOG_NAME
+        self.exit_code: int | None = None  # the training script's, once it ran
         self._lock = threading.RLock()
         self._stop_requested = threading.Event()
         self._stop_secondary = "Stopped"
@@ -330,6 +338,8 @@ class TrainingJob:
                 metrics=values,
                 tuning_job_arn=self.tuning_job_arn,
             )
+        if self.on_log is not None:
+            self.on_log(self, line)
         if self.on_metric is not None:
             for name, value in values.items():
                 self.on_metric(self, name, value, steps[name])
@@ -362,15 +372,23 @@ class TrainingJob:
 
     def _run_stages(self) -> None:
         paths = self._paths()
-        if self.job_dir.exists():
-            shutil.rmtree(self.job_dir)
+        # A rerun in the same folder starts clean (stale checkpoints would resume the previous job); the
+        # folder may be a user's (train-local's --out), so only what a job writes there goes.
+        for name, path in paths.items():
+            if name != "input":
+                shutil.rmtree(path, ignore_errors=True)
+        for name in _JOB_FILES:
+            (self.job_dir / name).unlink(missing_ok=True)
         for path in paths.values():
             path.mkdir(parents=True, exist_ok=True)
         self._set_status(None, "Downloading")
         try:
             program = self._prepare_inputs(paths)
         except (S3TransferError, tarfile.TarError, OSError) as e:
-            self._finish("Failed", "Failed", f"ClientError: {e}"[:FAILURE_REASON_LIMIT])
+            if self._stop_requested.is_set():  # the stop aborted the download
+                self._finish("Stopped", self._stop_secondary)
+            else:
+                self._finish("Failed", "Failed", f"ClientError: {e}"[:FAILURE_REASON_LIMIT])
             return
         if self._stop_requested.is_set():
             self._finish("Stopped", self._stop_secondary)
@@ -379,9 +397,13 @@ class TrainingJob:
             self.start_time = now()
         self._set_status(None, "Training")
         returncode, stopped_by = self._train(program, paths)
+        self.exit_code = returncode
         self._sync_checkpoints(paths, final=True)
         if stopped_by is not None:
-            self._upload_outputs(paths, required=False)
+            try:
+                self._upload_outputs(paths, required=False)
+            except S3TransferError as e:
+                self._append_log(f"[emulator] output upload of the stopped job failed: {e}")
             self._finish("Stopped", stopped_by)
             return
         if returncode != 0:
@@ -478,6 +500,10 @@ class TrainingJob:
                 f"{request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{self.name}/debug-output",
             )
             (config / "debughookconfig.json").write_text(json.dumps(hook))
+
+    def environment(self) -> dict[str, str]:
+        """The environment the training script runs in: SM_* pointing into the job folder, thread caps."""
+        return self._environment(self._paths())
 
     def _environment(self, paths: dict[str, Path]) -> dict[str, str]:
         request = self.request
