@@ -182,16 +182,23 @@ def upload_dataset(cloud: LocalCloud, path: Path, name: str, quiet: bool = False
     return key
 
 
-def wait_for_execution(cloud: LocalCloud, after: float, timeout: float = 120.0) -> str:
-    """The ARN of the execution the upload started (the start Lambda runs asynchronously)."""
+def wait_for_execution(cloud: LocalCloud, key: str, after: float, timeout: float = 120.0) -> str:
+    """The ARN of the execution this upload started (the start Lambda runs asynchronously): the one whose
+    input names the uploaded key, among those started since the upload, never merely the newest."""
     deadline = time.monotonic() + timeout
+    seen: set[str] = set()
     while time.monotonic() < deadline:
         listed = cloud.stepfunctions.handle("ListExecutions", {"stateMachineArn": cloud.state_machine_arn})
-        fresh = [e for e in listed["executions"] if _epoch(e["startDate"]) >= after - 1]
-        if fresh:
-            return str(fresh[0]["executionArn"])
+        for summary in listed["executions"]:
+            arn = str(summary["executionArn"])
+            if arn in seen or _epoch(summary["startDate"]) < after - 1:
+                continue
+            seen.add(arn)
+            described = cloud.stepfunctions.handle("DescribeExecution", {"executionArn": arn})
+            if json.loads(described.get("input") or "{}").get("key") == key:
+                return arn
         time.sleep(0.2)
-    raise TimeoutError("the upload started no execution: check .local-cloud/logs/lambda/")
+    raise TimeoutError(f"the upload of {key} started no execution: check .local-cloud/logs/lambda/")
 
 
 def _epoch(value: Any) -> float:
@@ -287,7 +294,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         key = upload_dataset(cloud, args.dataset, name, quiet=args.quiet)
         if not args.quiet:
             _log(f"uploaded s3://{cloud.data_bucket}/{key}")
-        arn = wait_for_execution(cloud, started)
+        arn = wait_for_execution(cloud, key, started)
         cloud.stepfunctions.wait(arn, timeout=args.timeout)
         summary = summarize(functools.cache(cloud.client), arn, name, cloud.function_url)
         summary["state_seconds"] = printer.state_times()
