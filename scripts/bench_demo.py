@@ -10,6 +10,7 @@ per state, and exits non-zero when a bar is missed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -59,11 +60,11 @@ def main() -> int:
         cloud.add_listener(printer)
         upload_started = time.time()
         name = dataset_name(args.dataset)
-        upload_dataset(cloud, args.dataset, name)
-        arn = wait_for_execution(cloud, upload_started)
-        execution = cloud.stepfunctions.wait(arn, timeout=1800)
+        key = upload_dataset(cloud, args.dataset, name)
+        arn = wait_for_execution(cloud, key, upload_started)
+        cloud.stepfunctions.wait(arn, timeout=1800)
         wall = time.monotonic() - started
-        summary = summarize(cloud, execution, name)
+        summary = summarize(functools.cache(cloud.client), arn, name, cloud.function_url)
         accuracy = summary.get("test_accuracy") or 0.0
         agreement, images = url_accuracy(f"{cloud.function_url}{name}", args.images)
     finally:

@@ -307,6 +307,19 @@ REJECTED = {
     ),
     "no train": (zipped(dataset_files(splits=("valid", "test"))), "no train/ folder"),
     "bzip2": (zipped(TRAIN_ONLY, compression=12), "bzip2"),
+    # Formats the endpoint cannot decode: refused naming the file and the format, by name or by content.
+    "heic by name": (
+        with_bad(
+            RawEntry("train/002.Afghan_hound/IMG_0001.HEIC", b"\x00\x00\x00\x18ftypheic" + b"\x00" * 40)
+        ),
+        r"IMG_0001\.HEIC' is HEIC/HEIF, a format the endpoint cannot decode",
+    ),
+    "jpeg 2000 named .jpg": (
+        with_bad(
+            RawEntry("train/002.Afghan_hound/scan.jpg", b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00" * 40)
+        ),
+        r"scan\.jpg is JPEG 2000, a format the endpoint cannot decode",
+    ),
 }
 
 
@@ -324,6 +337,20 @@ def test_rejected_datasets_stage_nothing_and_leave_the_source_alone(s3: Any, cas
     versions = s3.list_object_versions(Bucket=DATA_BUCKET)["Versions"]
     assert [(item["Key"], item["VersionId"]) for item in versions] == [(EVENT["key"], version)]
     assert read(s3, DATA_BUCKET, EVENT["key"]) == archive
+
+
+@pytest.mark.parametrize("name", ["my data", "x" * 101, "-dash-first"])
+def test_a_dataset_name_the_url_could_not_serve_is_refused_before_reading(s3: Any, name: str) -> None:
+    key = f"datasets/{name}.zip"
+    version = upload(s3, key, zip_bytes(dataset_files()))
+    with pytest.raises(
+        DatasetValidationError, match=r"cannot be served at POST /<name>: use 1 to 100 letters"
+    ):
+        stage_dataset(
+            event_for(version, key=key, dataset_name=name), settings(), DatasetStore(s3),
+            seconds_left=plenty_of_time,
+        )  # fmt: skip
+    assert staged_keys(s3) == []
 
 
 def test_a_write_failure_midway_deletes_what_was_written(s3: Any) -> None:
