@@ -8,7 +8,10 @@ import torch
 from torch import nn
 from torchvision import models
 
-# name -> (builder, ImageNet weights enum name used on AWS)
+from contracts import hyperparameters
+
+# name -> (builder, ImageNet weights enum name used on AWS); the names are contracts.hyperparameters'
+# ARCHITECTURES (the template and the Lambdas offer them), and a test proves the two agree.
 ARCHITECTURES: dict[str, tuple] = {
     "resnet18": (models.resnet18, "ResNet18_Weights.IMAGENET1K_V1"),
     "resnet34": (models.resnet34, "ResNet34_Weights.IMAGENET1K_V1"),
@@ -17,7 +20,7 @@ ARCHITECTURES: dict[str, tuple] = {
     "efficientnet_b0": (models.efficientnet_b0, "EfficientNet_B0_Weights.IMAGENET1K_V1"),
     "convnext_tiny": (models.convnext_tiny, "ConvNeXt_Tiny_Weights.IMAGENET1K_V1"),
 }
-WEIGHTS_CHOICES = ("imagenet", "none")
+WEIGHTS_CHOICES = hyperparameters.WEIGHTS_CHOICES
 
 
 def _weights_enum(name: str):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2 as T
 
+from contracts import hyperparameters
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Eval resizes to image_size / CROP_RATIO and center-crops, as torchvision's reference recipes do.
 CROP_RATIO = 0.875
-AUGMENTATIONS = ("none", "light", "standard", "strong")
+AUGMENTATIONS = hyperparameters.AUGMENTATIONS
 
 
 def resize_size(image_size: int) -> int:

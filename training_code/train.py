@@ -34,8 +34,9 @@ import hardware
 import metrics
 import presets
 import profiler
-from architectures import ARCHITECTURES, WEIGHTS_CHOICES, build_model, head_of
+from architectures import build_model, head_of
 from contracts import artifact, datasets
+from contracts import hyperparameters as contract
 
 CODE_DIR = Path(__file__).resolve().parent
 OPTIMIZERS = ("adamw", "sgd")
@@ -102,6 +103,20 @@ def _positive(kind: type) -> Any:
     return parse
 
 
+def _contract(name: str) -> Any:
+    """The argument type of a hyperparameter the pipeline sends: its contract's type, bounds and `auto`."""
+    spec = contract.SPECS[name]
+
+    def parse(value: str) -> Any:
+        try:
+            return spec.parse(value)
+        except contract.InvalidHyperparameter as e:
+            raise argparse.ArgumentTypeError(f"invalid value {value!r}: {e}") from e
+
+    parse.__name__ = spec.allowed()
+    return parse
+
+
 def _json_object(value: str) -> dict[str, dict[str, Any]]:
     try:
         parsed = json.loads(value)
@@ -134,13 +149,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--model",
         default="auto",
-        choices=("auto", *ARCHITECTURES),
+        choices=contract.SPECS[contract.MODEL].choices,
         help="backbone; auto: resnet50 with ImageNet weights, resnet18 from scratch",
     )
     model.add_argument(
         "--weights",
         default="imagenet",
-        choices=WEIGHTS_CHOICES,
+        choices=contract.SPECS[contract.WEIGHTS].choices,
         help="start from ImageNet weights (downloaded) or from random initialisation",
     )
     model.add_argument(
@@ -152,18 +167,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--image-size",
         default="auto",
-        type=_auto_or(int),
+        type=_contract(contract.IMAGE_SIZE),
         help="square input side in px; auto: 224 with ImageNet weights, else the training "
         "images' median short side clamped to 32..224",
     )
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", default=20, type=_positive(int))
-    optim.add_argument("--batch-size", default=64, type=_positive(int))
+    optim.add_argument("--epochs", default=20, type=_contract(contract.EPOCHS))
+    optim.add_argument("--batch-size", default=64, type=_contract(contract.BATCH_SIZE))
     optim.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
     optim.add_argument(
         "--lr",
         default="auto",
-        type=_auto_or(float),
+        type=_contract(contract.LEARNING_RATE),
         help="peak learning rate of the head; auto depends on optimizer, weights and batch size",
     )
     optim.add_argument(
@@ -175,7 +190,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     optim.add_argument(
         "--weight-decay",
         default="auto",
-        type=_auto_or(float),
+        type=_contract(contract.WEIGHT_DECAY),
         help="auto: 0.05 for adamw, 1e-4 for sgd; never applied to biases and norm layers",
     )
     optim.add_argument("--momentum", default=0.9, type=float, help="sgd only (Nesterov)")
@@ -186,8 +201,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="per-step lr schedule after warmup: cosine to zero, x0.1 at 50%% and 75%%, or flat",
     )
     optim.add_argument("--warmup-epochs", default=1.0, type=float, help="linear warmup length, in epochs")
-    optim.add_argument("--label-smoothing", default=0.1, type=float)
-    optim.add_argument("--augment", default="standard", choices=presets.AUGMENTATIONS)
+    optim.add_argument("--label-smoothing", default=0.1, type=_contract(contract.LABEL_SMOOTHING))
+    optim.add_argument("--augment", default="standard", choices=contract.SPECS[contract.AUGMENTATION].choices)
     optim.add_argument(
         "--hflip",
         default=True,

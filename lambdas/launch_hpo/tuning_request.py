@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from contracts import hyperparameters as contract
 from stepsage_lambda import hyperparameters as hp
+from stepsage_lambda.errors import ConfigurationError
 from stepsage_lambda.naming import stack_tags
 from stepsage_lambda.payloads import StagedDataset
 from stepsage_lambda.settings import (
@@ -16,8 +18,8 @@ from stepsage_lambda.settings import (
     TrainingSettings,
     choice,
     declared,
+    hyperparameter,
     integer,
-    number,
 )
 from stepsage_lambda.training_jobs import input_channels, stopping_condition
 
@@ -43,14 +45,29 @@ class TuningSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TuningSettings:
         env = declared(env, cls)
+        lr_min, lr_max = (
+            float(hyperparameter(env, name, contract.LEARNING_RATE, repr(default)))
+            for name, default in zip(("LR_MIN", "LR_MAX"), contract.DEFAULT_LR_RANGE, strict=True)
+        )
+        if lr_min >= lr_max:
+            raise ConfigurationError(f"LR_MIN={lr_min!r} must be below LR_MAX={lr_max!r}")
         return cls(
             strategy=choice(env, "TUNING_STRATEGY", TUNING_STRATEGIES, "Bayesian"),
-            max_jobs=integer(env, "MAX_TRAINING_JOBS", 8, minimum=1),
-            max_parallel_jobs=integer(env, "MAX_PARALLEL_TRAINING_JOBS", 2, minimum=1),
+            max_jobs=_bounded(env, "MAX_TRAINING_JOBS", 8, contract.MAX_TRAINING_JOBS),
+            max_parallel_jobs=_bounded(
+                env, "MAX_PARALLEL_TRAINING_JOBS", 2, contract.MAX_PARALLEL_TRAINING_JOBS
+            ),
             early_stopping=choice(env, "TUNING_EARLY_STOPPING", EARLY_STOPPING_TYPES, "Auto"),
-            lr_min=number(env, "LR_MIN", 1e-4),
-            lr_max=number(env, "LR_MAX", 1e-2),
+            lr_min=lr_min,
+            lr_max=lr_max,
         )
+
+
+def _bounded(env: Mapping[str, str], name: str, default: int, bounds: tuple[int, int]) -> int:
+    value = integer(env, name, default, minimum=bounds[0])
+    if value > bounds[1]:
+        raise ConfigurationError(f"{name}={value} must be at most {bounds[1]}")
+    return value
 
 
 def static_hyperparameters(settings: TrainingSettings, code_uri: str, epochs: int) -> dict[str, str]:

@@ -1,21 +1,37 @@
-"""The training script's hyperparameter names and the search space the tuning job explores."""
+"""The tuning and final requests' hyperparameters in SageMaker's shapes, from contracts/hyperparameters.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
-# train.py's CLI arguments (SageMaker passes each hyperparameter as `--name value`).
-MODEL = "model"
-WEIGHTS = "weights"
-EPOCHS = "epochs"
-IMAGE_SIZE = "image-size"
-LEARNING_RATE = "lr"
-BATCH_SIZE = "batch-size"
-WEIGHT_DECAY = "weight-decay"
-LABEL_SMOOTHING = "label-smoothing"
-AUGMENTATION = "augment"
-DEBUG_HOOK = "debug-hook"
-PROFILE = "profile"
+from contracts import hyperparameters as contract
+from contracts.hyperparameters import (
+    AUGMENTATION,
+    BATCH_SIZE,
+    DEBUG_HOOK,
+    EPOCHS,
+    IMAGE_SIZE,
+    LABEL_SMOOTHING,
+    LEARNING_RATE,
+    MODEL,
+    PROFILE,
+    WEIGHT_DECAY,
+    WEIGHTS,
+)
+
+__all__ = [
+    "AUGMENTATION",
+    "BATCH_SIZE",
+    "DEBUG_HOOK",
+    "EPOCHS",
+    "IMAGE_SIZE",
+    "LABEL_SMOOTHING",
+    "LEARNING_RATE",
+    "MODEL",
+    "PROFILE",
+    "WEIGHTS",
+    "WEIGHT_DECAY",
+]
 
 # The platform's keys: the container reads them and never passes them to the script.
 PROGRAM = "sagemaker_program"
@@ -36,30 +52,23 @@ def debugger_switches(mode: str) -> dict[str, str]:
 
 
 def continuous_ranges(lr_min: float, lr_max: float) -> list[dict[str, Any]]:
+    learning_rate = contract.ContinuousRange(LEARNING_RATE, lr_min, lr_max, "Logarithmic")
     return [
         {
-            "Name": LEARNING_RATE,
-            "MinValue": repr(lr_min),
-            "MaxValue": repr(lr_max),
-            "ScalingType": "Logarithmic",
-        },
-        {"Name": WEIGHT_DECAY, "MinValue": "1e-06", "MaxValue": "0.01", "ScalingType": "Logarithmic"},
-        {"Name": LABEL_SMOOTHING, "MinValue": "0.0", "MaxValue": "0.2", "ScalingType": "Linear"},
+            "Name": r.name,
+            "MinValue": repr(r.minimum),
+            "MaxValue": repr(r.maximum),
+            "ScalingType": r.scaling,
+        }
+        for r in (learning_rate, *contract.CONTINUOUS_RANGES)
     ]
 
 
 def categorical_ranges() -> list[dict[str, Any]]:
-    return [
-        {"Name": BATCH_SIZE, "Values": ["32", "64", "128"]},
-        {"Name": AUGMENTATION, "Values": ["light", "standard", "strong"]},
-    ]
+    return [{"Name": name, "Values": list(values)} for name, values in contract.CATEGORICAL_RANGES.items()]
 
 
 def grid_ranges(lr_min: float, lr_max: float) -> list[dict[str, Any]]:
-    """Grid search takes only categorical ranges: three learning rates spread evenly in log space."""
-    middle = (lr_min * lr_max) ** 0.5
-    return [
-        {"Name": LEARNING_RATE, "Values": [f"{v:.3g}" for v in (lr_min, middle, lr_max)]},
-        {"Name": BATCH_SIZE, "Values": ["32", "64"]},
-        {"Name": AUGMENTATION, "Values": ["light", "standard"]},
-    ]
+    """Grid search takes only categorical ranges, the learning rate's spread evenly in log space."""
+    grid = {LEARNING_RATE: contract.grid_learning_rates(lr_min, lr_max), **contract.GRID_RANGES}
+    return [{"Name": name, "Values": list(values)} for name, values in grid.items()]

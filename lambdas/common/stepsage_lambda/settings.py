@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from contracts import hyperparameters as contract
 from stepsage_lambda.errors import ConfigurationError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 DEBUGGER_MODES = ("embedded", "managed", "off")
-TUNING_STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
-EARLY_STOPPING_TYPES = ("Auto", "Off")
+TUNING_STRATEGIES = contract.TUNING_STRATEGIES
+EARLY_STOPPING_TYPES = contract.EARLY_STOPPING_TYPES
 
 
 class DeclaredEnv(Mapping[str, str]):
@@ -62,10 +62,15 @@ def integer(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -
     return value
 
 
-def auto_or_integer(env: Mapping[str, str], name: str, minimum: int) -> str:
-    """`auto` (the training script decides) or an integer of at least `minimum`, as a string."""
-    raw = (env.get(name) or "auto").strip()
-    return "auto" if raw.lower() == "auto" else str(integer({name: raw}, name, minimum, minimum=minimum))
+def hyperparameter(env: Mapping[str, str], name: str, hyperparameter: str, default: str) -> str:
+    """A train.py hyperparameter set from the environment, held to its contract (contracts/hyperparameters.py)
+    here, so a value the training script would refuse fails the run before any job starts."""
+    raw = env.get(name) or default
+    try:
+        value = contract.SPECS[hyperparameter].parse(raw)
+    except contract.InvalidHyperparameter as e:
+        raise ConfigurationError(f"{name}={raw!r}: {e}") from e
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -96,20 +101,12 @@ def choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default:
     raise ConfigurationError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
 
 
-_HYPERPARAMETER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-
-
 def hyperparameter_pairs(env: Mapping[str, str], name: str) -> dict[str, str]:
-    """`EXTRA_HYPERPARAMETERS="hflip=off augment=light"`: more of train.py's options, fixed for every job."""
-    pairs: dict[str, str] = {}
-    for item in (env.get(name) or "").replace(",", " ").split():
-        key, sep, value = item.partition("=")
-        if not sep or not _HYPERPARAMETER_NAME.match(key) or not value:
-            raise ConfigurationError(f"{name}: {item!r} is not name=value with a lower-case option name")
-        if key.startswith("sagemaker"):
-            raise ConfigurationError(f"{name}: {key!r} is the platform's, not the training script's")
-        pairs[key] = value
-    return pairs
+    """`EXTRA_HYPERPARAMETERS="hflip=off patience=3"`: more of train.py's options, fixed for every job."""
+    try:
+        return contract.parse_extra(env.get(name) or "")
+    except contract.InvalidHyperparameter as e:
+        raise ConfigurationError(f"{name}: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -160,7 +157,7 @@ class TrainingSettings:
     def from_env(cls, env: Mapping[str, str]) -> TrainingSettings:
         env = declared(env, cls)
         max_runtime = integer(env, "MAX_RUNTIME_SECONDS", 3600, minimum=1)
-        epochs = integer(env, "EPOCHS", 10, minimum=1)
+        epochs = int(hyperparameter(env, "EPOCHS", contract.EPOCHS, "10"))
         tuning_instance = text(env, "TUNING_INSTANCE_TYPE", "ml.g4dn.xlarge")
         return cls(
             artifacts_bucket=text(env, "ARTIFACTS_BUCKET"),
@@ -175,11 +172,11 @@ class TrainingSettings:
             # Spot waits cover interruptions; AWS requires MaxWaitTimeInSeconds >= MaxRuntimeInSeconds.
             max_wait_seconds=max(integer(env, "MAX_WAIT_SECONDS", 2 * max_runtime, minimum=1), max_runtime),
             # "auto" lets train.py choose by weights: resnet50 at 224 px on ImageNet, smaller from scratch.
-            model_architecture=text(env, "MODEL_ARCHITECTURE", "auto"),
-            weights=choice(env, "WEIGHTS", ("imagenet", "none"), "imagenet"),
-            image_size=auto_or_integer(env, "IMAGE_SIZE", minimum=16),
+            model_architecture=hyperparameter(env, "MODEL_ARCHITECTURE", contract.MODEL, contract.AUTO),
+            weights=hyperparameter(env, "WEIGHTS", contract.WEIGHTS, "imagenet"),
+            image_size=hyperparameter(env, "IMAGE_SIZE", contract.IMAGE_SIZE, contract.AUTO),
             epochs=epochs,
-            final_epochs=integer(env, "FINAL_EPOCHS", epochs, minimum=1),
+            final_epochs=int(hyperparameter(env, "FINAL_EPOCHS", contract.EPOCHS, str(epochs))),
             debugger_mode=choice(env, "DEBUGGER_MODE", DEBUGGER_MODES, "embedded"),
             extra_hyperparameters=hyperparameter_pairs(env, "EXTRA_HYPERPARAMETERS"),
         )
