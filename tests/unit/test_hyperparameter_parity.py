@@ -26,8 +26,8 @@ import train
 tuning_request = load_lambda_module("launch_hpo", "tuning_request")
 final_training = load_lambda_module("select_best", "final_training")
 from stepsage_lambda import settings  # noqa: E402
-from stepsage_lambda.payloads import StagedDataset  # noqa: E402
 from stepsage_lambda.errors import ConfigurationError  # noqa: E402
+from stepsage_lambda.payloads import StagedDataset  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
