@@ -261,3 +261,104 @@ def test_training_hashes_its_channels_exactly_as_staging_hashes_the_manifest(tmp
         e for split in datasets.SPLITS for e in data.inspect_split(data.scan_split(tmp_path / split, split))
     ]
     assert datasets.dataset_hash(changed) != manifest_hash
+
+
+# ---- generated: every mode in every format that stores it keeps its information -------------------------
+
+
+def _scene(size: tuple[int, int] = (32, 24), seed: int = 0) -> np.ndarray:
+    """A deterministic non-uniform 8-bit RGB picture: gradients plus noise, so flattening shows."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    x, y = np.meshgrid(np.arange(width), np.arange(height))
+    base = np.stack(
+        [x * 255 // (width - 1), y * 255 // (height - 1), (x + y) * 255 // (width + height - 2)], -1
+    )
+    return np.clip(base + rng.integers(-20, 21, base.shape), 0, 255).astype(np.uint8)
+
+
+def _stored(mode: str, rgb: np.ndarray) -> tuple[Image.Image, np.ndarray]:
+    """(image in `mode`, the RGB the one decode must give for it)."""
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))
+    if mode == "L":
+        return Image.fromarray(gray), np.repeat(gray[..., None], 3, -1)
+    if mode == "I;16":
+        return Image.fromarray(gray.astype(np.uint16) * 257), np.repeat(gray[..., None], 3, -1)
+    if mode == "F":
+        return Image.fromarray(gray.astype(np.float32) / 255.0, mode="F"), np.repeat(gray[..., None], 3, -1)
+    if mode == "RGBA":
+        alpha = np.full(gray.shape, 255, np.uint8)
+        alpha[:, : gray.shape[1] // 2] = 0  # the left half is transparent: white after the decode
+        expected = rgb.copy()
+        expected[:, : gray.shape[1] // 2] = 255
+        return Image.fromarray(np.dstack([rgb, alpha])), expected
+    if mode == "CMYK":
+        image = Image.fromarray(rgb).convert("CMYK")
+        return image, np.asarray(image.convert("RGB"))
+    if mode == "P":
+        paletted = Image.fromarray(rgb).quantize(colors=16)
+        paletted.info["transparency"] = 0
+        indices = np.asarray(paletted)
+        palette = np.array(paletted.getpalette()[: 16 * 3], np.uint8).reshape(-1, 3)
+        expected = palette[indices]
+        expected[indices == 0] = 255  # the transparent index shows the white background
+        return paletted, expected
+    if mode == "1":
+        bits = gray > 127
+        return Image.fromarray(bits), np.repeat((bits * 255).astype(np.uint8)[..., None], 3, -1)
+    raise AssertionError(mode)
+
+
+# (format, mode, tolerance in mean absolute 8-bit error): lossy formats get room for their loss.
+MODE_MATRIX = [
+    ("PNG", "L", 0), ("TIFF", "L", 0), ("PPM", "L", 0), ("BMP", "L", 0), ("JPEG", "L", 6), ("WEBP", "L", 0),
+    ("PNG", "I;16", 0), ("TIFF", "I;16", 0),
+    ("TIFF", "F", 1),
+    ("PNG", "RGBA", 0), ("TIFF", "RGBA", 0), ("WEBP", "RGBA", 0),
+    ("JPEG", "CMYK", 6), ("TIFF", "CMYK", 0),
+    ("PNG", "1", 0), ("TIFF", "1", 0), ("BMP", "1", 0), ("PPM", "1", 0),
+    ("PNG", "P", 0), ("GIF", "P", 0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fmt", "mode", "tolerance"), MODE_MATRIX)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_stored_mode_decodes_to_its_own_pixels(
+    fmt: str, mode: str, tolerance: float, seed: int
+) -> None:
+    stored, expected = _stored(mode, _scene(seed=seed))
+    options: dict[str, object] = (
+        {"quality": 95} if fmt == "JPEG" else {"lossless": True} if fmt == "WEBP" else {}
+    )
+    if mode == "P":
+        options["transparency"] = 0
+    decoded = _rgb(_encode(stored if fmt != "WEBP" or mode != "L" else stored.convert("RGB"), fmt, **options))
+    error = np.abs(decoded.astype(int) - expected.astype(int)).mean()
+    assert error <= tolerance + 0.5, f"{fmt}/{mode}: mean error {error:.1f}"
+    assert decoded.std() > 20  # never a flat square
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_every_exif_orientation_comes_out_upright(orientation: int, fmt: str) -> None:
+    upright = Image.fromarray(_scene((30, 18), seed=orientation))
+    # What a camera stores for each orientation tag: the transform that the tag's display undoes.
+    inverse = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_90,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_270,
+    }
+    stored = upright.transpose(inverse[orientation]) if orientation in inverse else upright
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    options: dict[str, object] = (
+        {"quality": 98} if fmt == "JPEG" else {"lossless": True} if fmt == "WEBP" else {}
+    )
+    decoded = images.decode(_encode(stored, fmt, exif=exif, **options))
+    assert decoded.size == upright.size
+    error = np.abs(np.asarray(decoded).astype(int) - np.asarray(upright).astype(int)).mean()
+    assert error < 8, f"orientation {orientation} in {fmt}: mean error {error:.1f}"
