@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import copy
 import hashlib
+import io
 import json
 import math
 import os
@@ -1175,8 +1176,20 @@ def rule_parameters(
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Entry point: typed failures print one clear line, go to SageMaker's failure file, and exit 1."""
-    args = parse_args(argv)
+    """Entry point: typed failures print one clear line, go to SageMaker's failure file, and exit 1; a
+    hyperparameter outside its bounds (contracts.hyperparameters) exits 2, its reason in the failure file."""
+    refused = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(refused):
+            args = parse_args(argv)
+    except SystemExit as e:
+        sys.stderr.write(refused.getvalue())
+        if e.code in (0, None):
+            raise
+        lines = refused.getvalue().strip().splitlines()
+        write_failure(os.environ.get("SM_OUTPUT_DATA_DIR"), lines[-1] if lines else "invalid hyperparameters")
+        return 2
+    sys.stderr.write(refused.getvalue())
     try:
         main(args)
     except (data.DatasetError, TrainingError, hardware.HardwareError, checkpoints.CheckpointError) as e:

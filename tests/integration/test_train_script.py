@@ -38,6 +38,8 @@ ARTIFACT_FILES = {
     "code/presets.py",
     "code/architectures.py",
     "code/requirements.txt",
+    # The serving container's copy of the shared contracts (contracts.artifact.CONTRACTS_PACKAGE).
+    *(f"code/contracts/{path.name}" for path in (REPO_ROOT / "contracts").glob("*.py")),
 }
 
 

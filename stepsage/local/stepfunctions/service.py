@@ -507,6 +507,9 @@ class StepFunctionsService:
             execution.cause = cause
         if execution.env is not None:
             execution.env.set_stop(stop_date=execution.stopped, cause=cause, error=error)
+            # moto signals a stop by pulsing this event (set, then clear at once): a Wait state that was not
+            # yet blocked on it would sleep its full time. Left set, every later wait returns at once.
+            execution.env.program_state_event.set()
         if execution.thread is None or not execution.thread.is_alive():
             execution.done.set()
         return execution.stopped
