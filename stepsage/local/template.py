@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -17,6 +19,13 @@ ACCOUNT_ID = "123456789012"
 
 def load_template(path: str | Path) -> dict[str, Any]:
     """Parse a CloudFormation/SAM YAML template into its JSON form (`!Ref X` -> {"Ref": "X"})."""
+    stat = Path(path).stat()
+    return copy.deepcopy(_parsed(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(path: str, _mtime_ns: int, _size: int) -> dict[str, Any]:
+    """One parse per version of the file (the key changes when it is edited)."""
     return cfn_yaml.load(path)
 
 
