@@ -9,6 +9,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from stepsage import arguments
+from stepsage.user_errors import UserError
+
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLIT_FRACTIONS = {"train": 0.70, "valid": 0.15, "test": 0.15}
 DEFAULT_SIZE = 32
@@ -18,8 +21,8 @@ SPLIT_SEED = 0
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-class SampleError(Exception):
-    pass
+class SampleError(UserError):
+    """A sample option the dataset cannot be written with."""
 
 
 def class_folder(label: int) -> str:
@@ -125,6 +128,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, help="folder to write train/valid/test into")
     parser.add_argument("--zip", default=None, help="also write a zip with one top-level folder")
-    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image side in px")
+    parser.add_argument("--size", type=arguments.positive_int, default=DEFAULT_SIZE, help="image side in px")
     parser.set_defaults(func=_run)
     return parser

@@ -14,12 +14,14 @@ import zipfile
 from pathlib import Path
 from typing import Any, TextIO
 
+from stepsage import arguments
 from stepsage.local.errors import SageMakerError
 from stepsage.local.sagemaker.context import EmulatorContext
 from stepsage.local.sagemaker.storage import FolderStorage
 from stepsage.local.sagemaker.training import TrainingJob
 from stepsage.local.sagemaker.validation import validate_request
 from stepsage.local.template import ACCOUNT_ID, REGION
+from stepsage.user_errors import OneLineArgumentParser, UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CODE_DIR = REPO_ROOT / "training_code"
@@ -35,8 +37,8 @@ ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/stepsage-train-local"
 LOCAL_IMAGE = "stepsage-train-local:this-interpreter"
 
 
-class TrainLocalError(Exception):
-    pass
+class TrainLocalError(UserError):
+    """A train-local input the job cannot run with (data, hyperparameters, the request)."""
 
 
 def find_dataset_root(path: Path) -> Path:
@@ -274,9 +276,6 @@ def _run(args: argparse.Namespace) -> int:
     try:
         hps = split_passthrough(args.hyperparameters)
         result = train_local(Path(args.data), Path(args.out) if args.out else None, hps, cpus=args.cpus)
-    except TrainLocalError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
         return 130
@@ -307,7 +306,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", default=None, help="job folder (default: a new temporary folder)")
     parser.add_argument(
-        "--cpus", type=int, default=None, help="cores for the job (SM_NUM_CPUS; default: all)"
+        "--cpus",
+        type=arguments.positive_int,
+        default=None,
+        help="cores for the job (SM_NUM_CPUS; default: all)",
     )
     parser.set_defaults(func=_run, hyperparameters=[])
     # The shared CLI parses strictly; this subcommand alone keeps unknown --options for train.py.
@@ -315,7 +317,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-class _PassThroughParser(argparse.ArgumentParser):
+class _PassThroughParser(OneLineArgumentParser):
     """Collects options it does not know into `hyperparameters` instead of rejecting them."""
 
     def parse_known_args(  # type: ignore[override]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from stepsage_lambda.errors import ConfigurationError, RulesStillEvaluating
@@ -10,12 +11,12 @@ from stepsage_lambda.errors import ConfigurationError, RulesStillEvaluating
 NO_ISSUES, ISSUES, ERROR, SKIPPED = "NoIssuesFound", "IssuesFound", "Error", "Skipped"
 # Managed rule states that are not final yet: CheckRules raises and its Retry waits.
 PENDING_STATES = frozenset({"InProgress", "Stopping"})
-# How the gate treats each verdict: `rules` blocks on issues only, `strict` also when a rule errored.
-GATES: dict[str, frozenset[str]] = {
-    "rules": frozenset({NO_ISSUES, ERROR, SKIPPED}),
-    "strict": frozenset({NO_ISSUES, SKIPPED}),
-    "always": frozenset({NO_ISSUES, ISSUES, ERROR, SKIPPED}),
-}
+# The gates. `rules` and `strict` fail closed: rules that did not run, or a weighed rule that ended in Error,
+# block the deploy like issues do (`rules` leaves the advisory rules out of what it weighs). `always` deploys
+# whatever the rules say, even when they did not run; the champion/challenger check still applies after it.
+GATES = ("rules", "strict", "always")
+# The error the RulesBlocked state fails the run with, per reason for blocking.
+BLOCKED_BY_ISSUES, BLOCKED_BY_ERRORS, BLOCKED_BY_NOT_RUN = "RuleIssuesFound", "RuleErrors", "RulesDidNotRun"
 
 
 def overall(statuses: Iterable[str]) -> str:
@@ -39,7 +40,10 @@ def from_embedded(verdicts: Mapping[str, Any] | None) -> dict[str, Any]:
             {"name": r["name"], "status": r["status"], "message": r.get("message", "")}
             for r in verdicts.get("rules", [])
         ]
-    return {"verdict": overall(r["status"] for r in rules), "rules": rules}
+    result: dict[str, Any] = {"verdict": overall(r["status"] for r in rules), "rules": rules}
+    if not rules:
+        result["skipped_because"] = "the job's rules/verdicts.json lists no rules"
+    return result
 
 
 def from_managed(evaluation_statuses: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -61,7 +65,12 @@ def from_managed(evaluation_statuses: Iterable[Mapping[str, Any]]) -> dict[str, 
         }
         for s in statuses
     ]
-    return {"verdict": overall(r["status"] for r in rules), "rules": rules}
+    result: dict[str, Any] = {"verdict": overall(r["status"] for r in rules), "rules": rules}
+    if not rules:
+        result["skipped_because"] = (
+            "SageMaker reports no DebugRuleEvaluationStatuses for the final training job"
+        )
+    return result
 
 
 # Rules about how long or how closely a model was fit, not about a broken run. Under the `rules` gate their
@@ -76,13 +85,70 @@ def blocking_rules(rules: Iterable[Mapping[str, Any]], gate_name: str) -> list[M
     return [r for r in rules if gate_name != "rules" or r["name"] not in ADVISORY_RULES]
 
 
-def gate(result: Mapping[str, Any], gate_name: str) -> bool:
-    """Whether the run may deploy, given a verdict from `from_embedded` or `from_managed`."""
+@dataclass(frozen=True)
+class GateDecision:
+    """The gate's answer: whether to deploy, the error that blocks it (None when it proceeds), and why."""
+
+    proceed: bool
+    blocked_by: str | None
+    reason: str
+
+
+def _names(rules: Iterable[Mapping[str, Any]], status: str) -> str:
+    """The rules with `status`, each with its message when it has one."""
+    named = sorted(
+        f"{r['name']} ({r['message']})" if r.get("message") else str(r["name"])
+        for r in rules
+        if r["status"] == status
+    )
+    return "; ".join(named)
+
+
+def not_run_reason(result: Mapping[str, Any]) -> str | None:
+    """Why no rule gave an answer, or None when at least one did."""
+    if result["verdict"] != SKIPPED:
+        return None
+    return str(result.get("skipped_because") or "no rule results were found for the final training job")
+
+
+def decide(result: Mapping[str, Any], gate_name: str) -> GateDecision:
+    """Whether the run may deploy, given a verdict from `from_embedded` or `from_managed`, and why."""
     if gate_name not in GATES:
         raise ConfigurationError(
             f"DEPLOY_GATE={gate_name!r} is not allowed; choose one of: {', '.join(GATES)}"
         )
-    if result["verdict"] == SKIPPED:
-        return SKIPPED in GATES[gate_name]
-    weighed = overall(r["status"] for r in blocking_rules(result["rules"], gate_name))
-    return weighed in GATES[gate_name] or weighed == SKIPPED
+    rules = list(result["rules"])
+    not_run = not_run_reason(result)
+    if gate_name == "always":
+        said = f"the rules did not run ({not_run})" if not_run else f"the rules say {result['verdict']}"
+        return GateDecision(True, None, f"{said}; DeployGate=always deploys whatever the rules say")
+    if not_run:
+        return GateDecision(
+            False,
+            BLOCKED_BY_NOT_RUN,
+            f"the rules did not run: {not_run}; DeployGate={gate_name} blocks a deploy the rules did not "
+            "check (DeployGate=always deploys without them)",
+        )
+    weighed = blocking_rules(rules, gate_name)
+    if not weighed:
+        return GateDecision(
+            False,
+            BLOCKED_BY_NOT_RUN,
+            f"only advisory rules ran ({', '.join(sorted(r['name'] for r in rules))}); "
+            f"DeployGate={gate_name} needs at least one of the rules that flag a broken run",
+        )
+    verdict = overall(r["status"] for r in weighed)
+    if verdict == ISSUES:
+        return GateDecision(False, BLOCKED_BY_ISSUES, f"rules found issues: {_names(weighed, ISSUES)}")
+    if verdict == ERROR:
+        return GateDecision(
+            False,
+            BLOCKED_BY_ERRORS,
+            f"rules ended in Error, so they did not check the run: {_names(weighed, ERROR)}",
+        )
+    return GateDecision(True, None, f"DeployGate={gate_name}: no issues from {len(weighed)} rules")
+
+
+def gate(result: Mapping[str, Any], gate_name: str) -> bool:
+    """Whether the run may deploy (`decide` without the reason)."""
+    return decide(result, gate_name).proceed

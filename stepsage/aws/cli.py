@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from stepsage import arguments
 from stepsage.aws.teardown import Clients, StackNotFoundError, TeardownError, TeardownReport, teardown
 
 
@@ -23,7 +24,9 @@ def add_parser(subparsers: Any) -> None:
             "buckets, so that `sam delete --stack-name NAME` succeeds."
         ),
     )
-    down.add_argument("--stack", required=True, metavar="NAME", help="CloudFormation stack name")
+    down.add_argument(
+        "--stack", required=True, metavar="NAME", type=arguments.stack_name, help="CloudFormation stack name"
+    )
     down.add_argument("--region", help="AWS region (default: the configured one)")
     down.add_argument("--profile", help="AWS profile (default: the configured one)")
     down.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
@@ -74,11 +77,10 @@ def run_teardown(args: argparse.Namespace) -> int:
         report = teardown(
             args.stack, Clients.from_session(session), dry_run=args.dry_run, delete_stack=args.delete_stack
         )
-    except StackNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except StackNotFoundError:
+        raise  # the user named a stack that is not there: the CLI's one line, exit 2
     except TeardownError as e:
-        print(f"error: {e}. Run the command again to continue.", file=sys.stderr)
+        print(f"stepsage aws teardown: {e}. Run the command again to continue.", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(report.as_dict(), sort_keys=True), flush=True)

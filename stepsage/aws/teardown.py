@@ -8,6 +8,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from stepsage.user_errors import UserError
+
 # The tag the deploy Lambda puts on every model, endpoint config and endpoint (stepsage_lambda.naming).
 STACK_TAG = "stepsage:stack"
 BUCKET_LOGICAL_IDS = ("DataBucket", "ArtifactsBucket")
@@ -20,7 +22,7 @@ class TeardownError(Exception):
     """Teardown could not finish; what it did so far stays done, and running it again continues."""
 
 
-class StackNotFoundError(TeardownError):
+class StackNotFoundError(TeardownError, UserError):
     """No CloudFormation stack by that name in this account and region."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import datasets, images
+from stepsage import arguments
 from stepsage.local.children import kill_children
 from stepsage.local.cloud import DEFAULT_PORT, CloudSettings, LocalCloud
 from stepsage.local.progress import ProgressPrinter
@@ -38,7 +39,12 @@ def add_parser(subparsers: Any) -> None:
     run.add_argument("--name", help="dataset name (default: the file or folder name)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.add_argument("--serve", action="store_true", help="keep serving the inference URL after the run")
-    run.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
+    run.add_argument(
+        "--timeout",
+        type=arguments.positive_float,
+        default=3600,
+        help="seconds to wait for the run (default 3600)",
+    )
     run.add_argument(
         "--report-dir", type=Path, help="where the run report goes (default reports/<execution>)"
     )
@@ -51,16 +57,25 @@ def add_parser(subparsers: Any) -> None:
 
 def _common(parser: argparse.ArgumentParser, default_port: int) -> None:
     parser.add_argument(
-        "--port", type=int, default=default_port, help=f"gateway port (default {default_port or 'free'})"
+        "--port",
+        type=arguments.port,
+        default=default_port,
+        help=f"gateway port (default {default_port or 'free'})",
     )
-    parser.add_argument("--url-port", type=int, default=0, help="Function URL port (default: a free one)")
     parser.add_argument(
-        "--parameter", action="append", default=[], metavar="NAME=VALUE", help="template parameter override"
+        "--url-port", type=arguments.port, default=0, help="Function URL port (default: a free one)"
+    )
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="template parameter override, checked against template.yaml's Parameters and Rules",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument(
         "--time-scale",
-        type=float,
+        type=arguments.positive_float,
         default=0.1,
         help="scale of Wait states, Retry intervals and job polling (default 0.1: a local endpoint is "
         "up in seconds, so the state machine's 30 s waits shrink to 3 s)",
@@ -68,10 +83,7 @@ def _common(parser: argparse.ArgumentParser, default_port: int) -> None:
 
 
 def _settings(args: argparse.Namespace) -> CloudSettings:
-    overrides = {}
-    for item in getattr(args, "parameter", []):
-        name, _, value = item.partition("=")
-        overrides[name] = value
+    overrides = arguments.parameter_overrides(getattr(args, "parameter", []))
     return CloudSettings(
         port=args.port, function_url_port=args.url_port, parameters=overrides, time_scale=args.time_scale
     )
@@ -109,8 +121,8 @@ def _stop(cloud: LocalCloud) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    _stop_on_signals()
     cloud = LocalCloud(_settings(args))
+    _stop_on_signals()
     try:
         cloud.build(progress=None if args.json else _log)
         cloud.start()
@@ -277,13 +289,13 @@ def _print_summary(summary: dict[str, Any], state_times: dict[str, float]) -> No
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _stop_on_signals()
-    try:
-        name = dataset_name(args.dataset, args.name)
-    except datasets.InvalidDatasetName as e:
-        print(f"stepsage local run: {e}", file=sys.stderr)
-        return 2
+    # Everything a user typed is checked before the cloud builds or starts: a mistake costs no wait.
+    arguments.dataset_path(args.dataset)
+    name = dataset_name(args.dataset, args.name)
+    if args.report_dir is not None:
+        arguments.output_folder(args.report_dir)
     cloud = LocalCloud(_settings(args))
+    _stop_on_signals()
     printer = ProgressPrinter(stream=sys.stderr)
     try:
         cloud.build(progress=None if args.quiet else _log)

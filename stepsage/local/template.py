@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import difflib
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -16,11 +19,89 @@ ACCOUNT_ID = "123456789012"
 
 def load_template(path: str | Path) -> dict[str, Any]:
     """Parse a CloudFormation/SAM YAML template into its JSON form (`!Ref X` -> {"Ref": "X"})."""
+    stat = Path(path).stat()
+    return copy.deepcopy(_parsed(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(path: str, _mtime_ns: int, _size: int) -> dict[str, Any]:
+    """One parse per version of the file (the key changes when it is edited)."""
     return cfn_yaml.load(path)
 
 
 class TemplateError(ValueError):
     """The template uses something the local cloud cannot resolve."""
+
+
+class ParameterError(TemplateError):
+    """A parameter value the template itself refuses, as CloudFormation would (a user's mistake)."""
+
+
+# What CloudFormation takes for a Number parameter: an integer or a decimal, no spaces, no exponent.
+NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def _number(text: str) -> float | None:
+    return float(text) if NUMBER.fullmatch(text) else None
+
+
+def _shown(values: list[Any]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def check_parameter(name: str, value: str, spec: dict[str, Any]) -> None:
+    """Raise ParameterError when CloudFormation would refuse `value` for the parameter `spec` declares."""
+    kind = str(spec.get("Type", "String"))
+    allowed = spec.get("AllowedValues")
+    if kind == "Number":
+        number = _number(value)
+        if number is None:
+            raise ParameterError(f"parameter {name}={value!r}: must be a number")
+        if allowed is not None and all(_number(str(a)) != number for a in allowed):
+            raise ParameterError(f"parameter {name}={value!r}: must be one of {_shown(allowed)}")
+        if "MinValue" in spec and number < float(spec["MinValue"]):
+            raise ParameterError(f"parameter {name}={value!r}: must be at least {spec['MinValue']}")
+        if "MaxValue" in spec and number > float(spec["MaxValue"]):
+            raise ParameterError(f"parameter {name}={value!r}: must be at most {spec['MaxValue']}")
+        return
+    if allowed is not None and value not in [str(a) for a in allowed]:
+        raise ParameterError(f"parameter {name}={value!r}: must be one of {_shown(allowed)}")
+    if "MinLength" in spec and len(value) < int(spec["MinLength"]):
+        raise ParameterError(f"parameter {name}: must be at least {spec['MinLength']} characters")
+    if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
+        raise ParameterError(f"parameter {name}: must be at most {spec['MaxLength']} characters")
+    # CloudFormation matches AllowedPattern against the whole value.
+    if "AllowedPattern" in spec and re.fullmatch(str(spec["AllowedPattern"]), value) is None:
+        detail = spec.get("ConstraintDescription") or f"must match {spec['AllowedPattern']}"
+        raise ParameterError(f"parameter {name}={value!r}: {detail}")
+
+
+def check_overrides(template: dict[str, Any], overrides: dict[str, str]) -> None:
+    """Each override names a parameter the template declares and fits its bounds; the template is the only
+    source of both, so a parameter added there is accepted here without a change."""
+    declared = template.get("Parameters") or {}
+    for name, value in overrides.items():
+        if name not in declared:
+            close = difflib.get_close_matches(name, list(declared), n=3, cutoff=0.6)
+            close += [n for n in declared if n.lower() == name.lower() and n not in close]
+            hint = (
+                f"; did you mean {' or '.join(close)}?"
+                if close
+                else f"; the parameters are: {_shown(list(declared))}"
+            )
+            raise ParameterError(f"unknown parameter {name!r}{hint}")
+        check_parameter(name, value, declared[name])
+
+
+def check_rules(template: dict[str, Any], resolver: _Resolver) -> None:
+    """The template's Rules section, as CloudFormation checks it before creating anything."""
+    for rule_name, rule in (template.get("Rules") or {}).items():
+        if "RuleCondition" in rule and not resolver.resolve(rule["RuleCondition"]):
+            continue
+        for assertion in rule.get("Assertions") or []:
+            if not resolver.resolve(assertion["Assert"]):
+                description = assertion.get("AssertDescription") or f"template rule {rule_name} failed"
+                raise ParameterError(" ".join(str(description).split()))
 
 
 @dataclass
@@ -217,6 +298,9 @@ class _Resolver:
                 return all(self.resolve(a) for a in arg)
             if key == "Fn::Or":
                 return any(self.resolve(a) for a in arg)
+            if key == "Fn::Contains":
+                items, item = self.resolve(arg)
+                return str(item) in [str(i) for i in items]
             if key == "Condition":
                 return self.conditions[arg]
             if key == "Fn::Select":
@@ -269,14 +353,13 @@ def resolve_stack(
     for name, spec in (template.get("Parameters") or {}).items():
         if "Default" in spec:
             parameters[name] = str(spec["Default"])
-    for name, value in (overrides or {}).items():
-        if name not in (template.get("Parameters") or {}):
-            raise TemplateError(f"unknown parameter {name!r}")
-        parameters[name] = value
+    check_overrides(template, overrides or {})
+    parameters.update(overrides or {})
     missing = [n for n in (template.get("Parameters") or {}) if n not in parameters]
     if missing:
-        raise TemplateError(f"parameters without a default need a value: {', '.join(missing)}")
+        raise ParameterError(f"parameters without a default need a value: {', '.join(missing)}")
     resolver = _Resolver(template, stack_name, parameters)
+    check_rules(template, resolver)
     stack = LocalStack(name=stack_name, root=root, parameters=parameters)
     function_globals = ((template.get("Globals") or {}).get("Function")) or {}
 

@@ -364,6 +364,13 @@ def _rules(run: RunData, writer: _Writer) -> str:
                     # Issues the gate reported without blocking on them (Overfit, Overtraining under `rules`).
                     ("advisories", ", ".join(gate.get("advisories") or []) or "none"),
                     ("proceeded to deploy", gate.get("proceed")),
+                    # Why the gate let the run go on or stopped it (rules that did not run block unless
+                    # DeployGate=always); older verdicts have no reason.
+                    (
+                        "blocked by",
+                        page.Raw(page.badge(gate["blocked_by"])) if gate.get("blocked_by") else None,
+                    ),
+                    ("gate's reason", gate.get("reason")),
                 ]
             )
         )

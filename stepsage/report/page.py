@@ -33,7 +33,7 @@ nav a { margin-right: 14px; } details { margin: 8px 0; } summary { cursor: point
 GOOD_WORDS = {"SUCCEEDED", "Completed", "InService", "NoIssuesFound", "passed", "deploy", "succeeded", "same"}
 BAD_WORDS = {
     "FAILED", "Failed", "IssuesFound", "Error", "TIMED_OUT", "ABORTED", "failed", "RuleIssuesFound",
-    "DIFFERENT",
+    "RuleErrors", "RulesDidNotRun", "DIFFERENT",
 }  # fmt: skip
 
 

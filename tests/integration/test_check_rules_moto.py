@@ -103,18 +103,49 @@ def test_managed_rules_in_progress_raise_then_pass_once_done(s3: Any) -> None:
     assert (result["verdict"], result["proceed"]) == ("NoIssuesFound", True)
 
 
-def test_handler_with_debugger_off_skips_without_calls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DEPLOY_GATE", "strict")
+# Was test_handler_with_debugger_off_skips_without_calls, which asserted that a strict gate let a run whose
+# rules never ran deploy (proceed True). The gate now fails closed: only `always` deploys without rules.
+@pytest.mark.parametrize(("gate", "proceed"), [("rules", False), ("strict", False), ("always", True)])
+def test_handler_with_debugger_off_blocks_unless_always(
+    monkeypatch: pytest.MonkeyPatch, gate: str, proceed: bool
+) -> None:
+    app.settings.cache_clear()
+    monkeypatch.setenv("DEPLOY_GATE", gate)
     event = {**load_event("check_rules"), "debugger_mode": "off"}
-    result = app.lambda_handler(event, FakeLambdaContext())
+    try:
+        result = app.lambda_handler(event, FakeLambdaContext())
+    finally:
+        app.settings.cache_clear()
+    reason = result.pop("reason")
     assert result == {
         "verdict": "Skipped",
         "rules": [],
         "mode": "off",
-        "gate": "strict",
+        "gate": gate,
         "advisories": [],
-        "proceed": True,
+        "proceed": proceed,
+        "blocked_by": None if proceed else "RulesDidNotRun",
     }
+    assert "DebuggerMode=off" in reason
+    assert ("DeployGate=always deploys whatever the rules say" in reason) is proceed
+
+
+@pytest.mark.parametrize("output", ["no tarball", "no verdicts in it"])
+def test_missing_verdicts_file_blocks_the_default_gate(s3: Any, output: str) -> None:
+    if output == "no verdicts in it":
+        body = tarball({"tensors/step.bin": b"\0" * 1000})
+        s3.put_object(Bucket=BUCKET, Key=f"runs/x/final/{JOB}/output/output.tar.gz", Body=body)
+    sagemaker, stubber = stubbed("sagemaker")
+    stubber.add_response("describe_training_job", _job(), {"TrainingJobName": JOB})
+    result = rules_check.check_rules(
+        training_job_name=JOB,
+        debugger_mode="embedded",
+        gate_name="rules",
+        sagemaker=SageMakerApi(sagemaker),
+        s3=S3Api(s3),
+    ).model_dump()
+    assert (result["verdict"], result["proceed"], result["blocked_by"]) == ("Error", False, "RuleErrors")
+    assert "rules/verdicts.json" in result["reason"]
 
 
 def test_handler_rejects_an_unknown_mode() -> None:

@@ -611,3 +611,45 @@ def test_wait_timestamp_is_utc_whatever_the_machine_timezone(
     assert result["status"] == "SUCCEEDED"
     # About 3-4 s of AWS time on the scaled clock, not the 5 h offset of New York.
     assert time.monotonic() - started < 4 * TIME_SCALE + 2
+
+
+# --- The deploy gate's states, as committed ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("blocked_by", "status", "error"),
+    [
+        (None, "SUCCEEDED", None),
+        ("RulesDidNotRun", "FAILED", "RulesDidNotRun"),
+        ("RuleErrors", "FAILED", "RuleErrors"),
+        ("RuleIssuesFound", "FAILED", "RuleIssuesFound"),
+    ],
+)
+def test_the_gate_states_fail_the_run_with_why_it_was_blocked(
+    service: StepFunctionsService, blocked_by: str | None, status: str, error: str | None
+) -> None:
+    from pathlib import Path
+
+    asl = json.loads(
+        (Path(__file__).resolve().parents[2] / "state_machine" / "pipeline.asl.json").read_text()
+    )
+    gate_states = {"RulesOk", "RulesBlocked", "RuleErrors", "RulesDidNotRun"}
+    states = {name: asl["States"][name] for name in gate_states}
+    # Deploy and the failure path stand in as the states they lead to.
+    states["Deploy"] = {"Type": "Succeed"}
+    states["NotifyFailure"] = {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}
+    verdict = {
+        "verdict": "Skipped" if blocked_by == "RulesDidNotRun" else "NoIssuesFound",
+        "rules": [],
+        "mode": "off",
+        "gate": "rules",
+        "advisories": [],
+        "proceed": blocked_by is None,
+        "blocked_by": blocked_by,
+        "reason": f"because {blocked_by}",
+    }
+    result = run_machine(service, {"StartAt": "RulesOk", "States": states}, {"rules": verdict})
+    assert result["status"] == status, result
+    if error is not None:
+        assert result["error"] == error
+        assert json.loads(result["cause"])["reason"] == f"because {blocked_by}"

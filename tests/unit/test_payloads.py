@@ -85,7 +85,14 @@ LAMBDA_STEPS: dict[str, tuple[type[BaseModel], BaseModel]] = {
     "CheckRules": (
         p.CheckRulesInput,
         p.RulesVerdict(
-            verdict="NoIssuesFound", rules=[], mode="embedded", gate="rules", advisories=[], proceed=True
+            verdict="NoIssuesFound",
+            rules=[],
+            mode="embedded",
+            gate="rules",
+            advisories=[],
+            proceed=True,
+            blocked_by=None,
+            reason="DeployGate=rules: no issues from 4 rules",
         ),
     ),
     "Deploy": (p.DeployInput, p.Deployment.model_validate(load_event("smoke_test")["deployment"])),

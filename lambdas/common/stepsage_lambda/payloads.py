@@ -169,7 +169,8 @@ class RuleOutcome(BaseModel):
 
 
 class RulesVerdict(BaseModel):
-    """CheckRules' result, `$.rules`: RulesOk reads `proceed`; RulesBlocked reports the whole verdict."""
+    """CheckRules' result, `$.rules`: RulesOk reads `proceed`; RulesBlocked fails the run with `blocked_by`
+    as the error and the whole verdict, `reason` included, as the cause."""
 
     model_config = OURS
 
@@ -179,6 +180,8 @@ class RulesVerdict(BaseModel):
     gate: Literal["rules", "strict", "always"]
     advisories: list[str]
     proceed: bool
+    blocked_by: Literal["RuleIssuesFound", "RuleErrors", "RulesDidNotRun"] | None
+    reason: str
 
 
 class DeployInput(BaseModel):
