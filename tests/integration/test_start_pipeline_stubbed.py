@@ -18,11 +18,13 @@ from botocore.stub import Stubber  # noqa: E402
 from stepsage_lambda import clients, naming  # noqa: E402
 
 STATE_MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:stepsage-pipeline"
+TOPIC = "arn:aws:sns:us-east-1:123456789012:stepsage-notices"
 
 
 @pytest.fixture
 def sfn(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
     monkeypatch.setenv("STATE_MACHINE_ARN", STATE_MACHINE)
+    monkeypatch.setenv("NOTIFICATION_TOPIC_ARN", TOPIC)
     for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STEPFUNCTIONS"):
         monkeypatch.delenv(variable, raising=False)
     clients.client.cache_clear()
