@@ -91,6 +91,11 @@ def junk_reason(parts: Sequence[str]) -> str | None:
     return None
 
 
+def listed_reason(part: str) -> str | None:
+    """The reason when `part` is one of JUNK_NAMES (in any case), else None."""
+    return _BY_FOLDED_NAME.get(part.casefold())
+
+
 def is_junk_name(part: str) -> bool:
     """One name (a file or folder) is clutter on its own."""
     return junk_reason((part,)) is not None

@@ -168,7 +168,7 @@ def normalize_entry_name(name: str) -> tuple[str, ...]:
             f"entry {name!r} climbs out of the dataset with '..' (zip-slip)", entry=name
         )
     for part in parts:
-        if part in junk.JUNK_NAMES:  # "Icon\r", macOS's folder icon, is clutter to skip, not a bad name
+        if junk.listed_reason(part):  # "Icon\r", macOS's folder icon, is clutter to skip, not a bad name
             continue
         refused = _refused_character(part)
         if refused:
@@ -238,14 +238,15 @@ def plan_layout(entries: Iterable[tuple[str, bool]]) -> LayoutPlan:
             )
         _check_image_name(name, parts[2])
         label = parts[1]
-        other = staged_by.setdefault((split, label, parts[2]), name)
-        if other != name:
+        other = staged_by.get((split, label, parts[2]))
+        if other is not None:
             raise DatasetValidationError(
                 f"entries {other!r} and {name!r} are the same file once their paths are normalized "
                 f"(Unicode NFC, '.' and empty folders dropped): both would be staged as "
                 f"{staged_path(split, label, parts[2])!r}; keep one",
                 entry=name,
             )
+        staged_by[(split, label, parts[2])] = name
         classes[split][label] = classes[split].get(label, 0) + 1
         images.append(PlannedImage(name, split, label, parts[2]))
     labels = _check_classes(classes)
