@@ -66,11 +66,16 @@ def refusal(key: str) -> str | None:
     meant to (anything outside datasets/, console folder placeholders, desktop clutter such as .DS_Store,
     and the images of a folder upload, which its _READY marker starts)."""
     if not key.startswith(datasets.PREFIX):
-        head = key.split("/", 1)[0]
-        if "/" in key and head.casefold() + "/" == datasets.PREFIX and head + "/" != datasets.PREFIX:
+        head, slash, rest = key.partition("/")
+        fixed = datasets.PREFIX + rest
+        if (
+            slash
+            and head.casefold() + "/" == datasets.PREFIX
+            and (datasets.upload_kind(fixed) or refusal(fixed))
+        ):
             return (
                 f"it is under {head + '/'!r}, and keys are case-sensitive: only {datasets.PREFIX!r} starts "
-                f"runs. Copy it to {datasets.PREFIX}{key.split('/', 1)[1]}"
+                f"runs. Copy it to {fixed}"
             )
         return None
     rest = key[len(datasets.PREFIX) :]
@@ -78,15 +83,15 @@ def refusal(key: str) -> str | None:
         return None
     parts = rest.split("/")
     last = parts[-1]
+    if len(parts) == 1 and last.casefold() == datasets.ARCHIVE_SUFFIX:
+        return "the archive has no name before .zip. Rename it datasets/<name>.zip"
+    if junk.junk_reason(parts):
+        return None
     dataset = dataset_name_from_key(key)
     if dataset is not None:
-        return _bad_name(dataset)
+        return None if datasets.is_valid_name(dataset) else _bad_name(dataset)
     folded = last.casefold()
     if len(parts) == 1:
-        if folded.endswith(datasets.ARCHIVE_SUFFIX):
-            return "the archive has no name before .zip. Rename it datasets/<name>.zip"
-        if junk.junk_reason(parts):
-            return None
         if folded == datasets.READY_MARKER.casefold():
             return (
                 f"a {datasets.READY_MARKER} marker closes one dataset folder, so it goes inside it: "
@@ -104,16 +109,18 @@ def refusal(key: str) -> str | None:
             "a zip inside a folder starts nothing (and a folder upload may hold only images). "
             f"Upload it as {datasets.PREFIX}<name>.zip"
         )
-    if folded == datasets.READY_MARKER.casefold() or folded.startswith(
-        datasets.READY_MARKER.casefold() + "."
-    ):
+    # Marker look-alikes, as far as the rule's filter delivers them (its wildcards are case-sensitive).
+    if folded == datasets.READY_MARKER.casefold() or last.startswith(datasets.READY_MARKER + "."):
         if len(parts) > 2:
             return (
                 f"the {datasets.READY_MARKER} marker must sit directly in the dataset's folder: "
                 f"{datasets.PREFIX}{parts[0] or '<name>'}/{datasets.READY_MARKER}"
             )
         if not parts[0]:
-            return "the marker has no dataset folder name (an empty folder name, '//')"
+            return (
+                f"the {datasets.READY_MARKER} marker has no dataset folder name (an empty name, '//'): use "
+                f"{datasets.PREFIX}<name>/{datasets.READY_MARKER}"
+            )
         return (
             f"the marker must be named exactly {datasets.READY_MARKER} (upper case, no extension; text "
             "editors add .txt). Upload an empty object at "
