@@ -183,3 +183,27 @@ def test_hostile_datasets_are_refused_staging_nothing(
     spoil(files)
     result = stage(s3, kind, files)
     assert "error" in result and message in str(result["error"]), (case, result)
+
+
+def test_nfc_class_names_reach_training_as_staged(s3: Any, tmp_path: Path) -> None:
+    """Staging -> S3 keys -> the emulator's channel download -> train.py's scan: the same NFC class names,
+    in the same index order as the manifest's labels, and the same dataset hash."""
+    from stepsage.local.sagemaker.storage import S3Storage
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "training_code"))
+    try:
+        import data as training_data
+    finally:
+        sys.path.pop(0)
+    files = images(tuple(NFC("NFD", label) for label in NON_ASCII), n=10)  # as a Mac writes them
+    manifest = stage(s3, "zip", files)["manifest"]
+    storage = S3Storage(None, "us-east-1")
+    prefix = f"staged/dogs/{ZIP_EVENT['execution_name']}/"
+    found = []
+    for channel in datasets.SPLITS:
+        root = tmp_path / channel
+        storage.download_prefix(f"s3://{ARTIFACTS}/{prefix}{channel}/", root)
+        split = training_data.scan_split(root, channel)
+        assert split.classes == manifest["labels"] == sorted(NFC("NFC", label) for label in NON_ASCII)
+        found += datasets.channel_files(channel, root)
+    assert datasets.dataset_hash(found) == manifest["dataset_hash"]
