@@ -7,21 +7,30 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 PREFIX = "datasets/"
-ARCHIVE_SUFFIX = ".zip"
+ARCHIVE_SUFFIX = ".zip"  # matched in any case: Windows, cameras and some zip tools write ".ZIP"
 READY_MARKER = "_READY"
-# The EventBridge rule's object-key wildcards (template.yaml): a zip, or the marker closing a folder upload.
-EVENT_KEY_WILDCARDS = (f"{PREFIX}*{ARCHIVE_SUFFIX}", f"{PREFIX}*/{READY_MARKER}")
+# The EventBridge rule's object-key filter (template.yaml; EventBridge's `wildcard` is case-sensitive). It
+# delivers what can start a run and what the start Lambda explains when it cannot: every key at most one
+# folder deep (so each top-level object of datasets/), zips and markers at any depth in any case, and the
+# marker saved by a text editor. The objects inside a folder upload do not invoke the Lambda at all.
+EVENT_KEY_FILTER: tuple[dict[str, object], ...] = (
+    {"anything-but": {"wildcard": "*/*/*"}},
+    {"suffix": {"equals-ignore-case": ARCHIVE_SUFFIX}},
+    {"suffix": {"equals-ignore-case": f"/{READY_MARKER}"}},
+    {"wildcard": f"*/{READY_MARKER}.*"},
+)
 
 # A dataset name is a path segment of the Function URL (POST /<name>), part of S3 keys and of the names
 # SageMaker resources get, so it keeps to characters that need no encoding anywhere.
 NAME_MAX_LENGTH = 100
 NAME_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX_LENGTH - 1}}}"
 NAME_RULE = f"1 to {NAME_MAX_LENGTH} letters, digits, '.', '_' or '-', starting with a letter or digit"
-_NAME = re.compile(rf"^{NAME_PATTERN}$")
-_KEY = re.compile(rf"^{re.escape(PREFIX)}(?:(?P<zip>[^/]+){re.escape(ARCHIVE_SUFFIX)}|(?P<folder>[^/]+)/"
-                  rf"{re.escape(READY_MARKER)})$")  # fmt: skip
+_NAME = re.compile(rf"^{NAME_PATTERN}\Z")  # \Z: `$` would accept a trailing newline
+_KEY = re.compile(rf"^{re.escape(PREFIX)}(?:(?P<zip>[^/]+)(?i:{re.escape(ARCHIVE_SUFFIX)})|(?P<folder>[^/]+)/"
+                  rf"{re.escape(READY_MARKER)})\Z")  # fmt: skip
 
 SPLITS = ("train", "valid", "test")
 MANIFEST_NAME = "manifest.json"
@@ -48,6 +57,14 @@ def name_from_key(key: str) -> str | None:
     if not match:
         return None
     return match.group("zip") or match.group("folder")
+
+
+def upload_kind(key: str) -> Literal["zip", "folder"] | None:
+    """Whether `key` is a dataset archive (`.zip` in any case) or a folder upload's marker; None otherwise."""
+    match = _KEY.match(key)
+    if not match:
+        return None
+    return "zip" if match.group("zip") else "folder"
 
 
 def archive_key(name: str) -> str:

@@ -36,5 +36,6 @@ def lambda_handler(event: StageDataEvent, context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="ImagesStaged", unit=MetricUnit.Count, value=result.images)
     metrics.add_metric(name="BytesStaged", unit=MetricUnit.Bytes, value=result.staged_bytes)
     metrics.add_metric(name="RangedGets", unit=MetricUnit.Count, value=result.ranged_requests)
+    metrics.add_metric(name="EntriesIgnored", unit=MetricUnit.Count, value=result.ignored)
     logger.info("staged", extra={"counts": result.output["counts"], "ranged_bytes": result.ranged_bytes})
     return result.output

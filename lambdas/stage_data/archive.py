@@ -22,6 +22,7 @@ ZIP64_EOCD_SIGNATURE = b"PK\x06\x06"
 CENTRAL_SIGNATURE = b"PK\x01\x02"
 LOCAL_SIGNATURE = b"PK\x03\x04"
 ZIP64_EXTRA_ID = 0x0001
+UNICODE_PATH_EXTRA_ID = 0x7075  # Info-ZIP: version 1, CRC-32 of the header's name, the name in UTF-8
 MAX_COMMENT = 0xFFFF
 
 STORED = 0
@@ -169,7 +170,7 @@ def _read_central_record(file: SeekableReader) -> ZipEntry:
     raw_name = file.read(name_length)
     extra = file.read(extra_length)
     file.read(comment_length)
-    name = _decode_name(raw_name, flags)
+    name = _decode_name(raw_name, flags, extra)
     if len(raw_name) != name_length or len(extra) != extra_length:
         raise DatasetValidationError(f"central directory is truncated at {name!r}")
     file_size, compressed_size, header_offset, disk_start = _apply_zip64_extra(
@@ -201,13 +202,53 @@ def _read_central_record(file: SeekableReader) -> ZipEntry:
     return ZipEntry(name, raw_name, is_dir, method, crc, compressed_size, file_size, header_offset, 0)
 
 
-def _decode_name(raw_name: bytes, flags: int) -> str:
+def _decode_name(raw_name: bytes, flags: int, extra: bytes = b"") -> str:
+    """The entry's name as the tool that wrote it meant it.
+
+    With flag bit 11 the name is UTF-8 by the spec. Without it, the Info-ZIP Unicode Path field wins when
+    its CRC still matches the name (an older tool renaming the entry leaves a stale field behind); then a
+    name that is valid UTF-8 is UTF-8, as macOS Archive Utility, 7-Zip, Info-ZIP and Windows in a UTF-8
+    locale write it without the flag (non-ASCII cp437 text is almost never valid UTF-8); cp437 last.
+    """
     if flags & FLAG_UTF8:
         try:
             return raw_name.decode("utf-8")
         except UnicodeDecodeError as e:
             raise DatasetValidationError(f"entry name {raw_name!r} is flagged UTF-8 but is not") from e
-    return raw_name.decode("cp437")
+    unicode_path = _unicode_path(raw_name, extra)
+    if unicode_path is not None:
+        return unicode_path
+    try:
+        return raw_name.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw_name.decode("cp437")
+
+
+def _unicode_path(raw_name: bytes, extra: bytes) -> str | None:
+    for field_id, body in _extra_fields(extra):
+        if field_id != UNICODE_PATH_EXTRA_ID or len(body) < 5 or body[0] != 1:
+            continue
+        if struct.unpack_from("<L", body, 1)[0] != zlib.crc32(raw_name):
+            continue
+        try:
+            return body[5:].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+def _extra_fields(extra: bytes) -> list[tuple[int, bytes]]:
+    """(id, body) of each complete extra field; a truncated tail is left to _apply_zip64_extra to refuse."""
+    fields = []
+    position = 0
+    while position + 4 <= len(extra):
+        field_id, length = struct.unpack_from("<HH", extra, position)
+        body = extra[position + 4 : position + 4 + length]
+        if len(body) != length:
+            break
+        fields.append((field_id, body))
+        position += 4 + length
+    return fields
 
 
 def _apply_zip64_extra(

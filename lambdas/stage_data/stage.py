@@ -133,15 +133,19 @@ def _stage_zip(
         )
         archive.set_spans(spans)
         staged: list[StagedImage] = []
+        # Spooled by position, not by name: /tmp's file system may fold case or normalize Unicode (a
+        # laptop running the local cloud), which would merge `Cat/x.jpg` and `cat/x.jpg` and break the
+        # manifest's digests. The name lives only in the S3 key.
+        spooled: dict[str, Path] = {}
         total = 0
         for done, (image, entry) in enumerate(members):
             _check_time(seconds_left, done, len(members))
             data = _inflate(archive, entry, limits, total)
             total += len(data)
             staged_image = _validated(image, channels[image.source_name], data, limits)
-            target = spool / staged_image.path
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target = spool / f"{done:08d}"
             target.write_bytes(data)
+            spooled[staged_image.path] = target
             staged.append(staged_image)
         source_record = {
             "kind": "zip",
@@ -153,7 +157,7 @@ def _stage_zip(
         }
 
         def write(image: StagedImage, key: str) -> None:
-            store.put_file(settings.artifacts_bucket, key, spool / image.path, image.sha256)
+            store.put_file(settings.artifacts_bucket, key, spooled[image.path], image.sha256)
 
         output = _publish(event, settings, store, plan, staged, source_record, write, seconds_left)
     return StagingResult(
@@ -303,6 +307,7 @@ def _publish(
         plan.top_level,
         carved,
         plan.ignored,
+        plan.layout,
     )
     manifest = build_manifest(context, plan.labels, staged)
     keys = [prefix + image.path for image in staged]

@@ -24,10 +24,11 @@ class StageDataEvent(BaseModel):
 
     @model_validator(mode="after")
     def _key_names_the_dataset(self) -> StageDataEvent:
-        allowed = (self.archive_key, self.folder_prefix + READY_MARKER)
-        if self.key not in allowed:
+        if datasets.name_from_key(self.key) != self.dataset_name:
+            allowed = (self.archive_key, self.folder_prefix + READY_MARKER)
             raise ValueError(
-                f"key must be one of {allowed} for dataset {self.dataset_name!r}, got {self.key!r}"
+                f"key must be one of {allowed} (.zip in any case) for dataset {self.dataset_name!r}, "
+                f"got {self.key!r}"
             )
         return self
 
@@ -41,4 +42,4 @@ class StageDataEvent(BaseModel):
 
     @property
     def kind(self) -> Literal["zip", "folder"]:
-        return "zip" if self.key == self.archive_key else "folder"
+        return datasets.upload_kind(self.key) or "folder"

@@ -5,30 +5,33 @@ from __future__ import annotations
 import math
 import random
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from dataset_errors import DatasetTooLargeError, DatasetValidationError
 from image_check import IMAGE_EXTENSIONS, PILLOW_HARD_PIXEL_LIMIT, has_image_extension
 
-from contracts import datasets
+from contracts import datasets, junk
 from contracts.images import FORMAT_NAMES, unsupported_format_for_filename
 from contracts.limits import MAX_IMAGE_PIXELS
 from stepsage_lambda.settings import declared
 
 SPLITS = datasets.SPLITS
 CARVED_SPLITS = ("valid", "test")
-JUNK_NAMES = {
-    "__MACOSX": "macOS resource fork folder",
-    ".DS_Store": "macOS folder metadata",
-    "Thumbs.db": "Windows thumbnail cache",
-    "desktop.ini": "Windows folder settings",
-    ".ipynb_checkpoints": "Jupyter checkpoints",
-}
+JUNK_NAMES = junk.JUNK_NAMES
+junk_reason = junk.junk_reason
+# Files a dataset's publisher puts beside train/ (or beside the class folders): left out with a notice.
+ROOT_DOCUMENT = re.compile(
+    r"^(readme|license|licence|copying|notice|citation|authors|credits|changelog)([._ -].*)?$", re.IGNORECASE
+)
+ROOT_DOCUMENT_REASON = "a document at the dataset root (README, LICENSE, ...), not an image: left out"
 MAX_NAME_PART_BYTES = 255  # the longest file name SageMaker's File mode can write to local disk
 WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
+# Unicode categories refused in names: control characters (C0, DEL, C1) and line and paragraph separators.
+REFUSED_CATEGORIES = {"Cc": "a control character", "Zl": "a line separator", "Zp": "a paragraph separator"}
 
 # Lambda hard limits, and throughput assumed for the time estimate (docs/staging.md explains them).
 LAMBDA_MAX_SECONDS = 900
@@ -133,6 +136,7 @@ class LayoutPlan:
     present_splits: tuple[str, ...]
     top_level: str | None
     ignored: tuple[IgnoredEntry, ...]
+    layout: Literal["split", "flat"] = "split"
 
 
 @dataclass(frozen=True)
@@ -149,19 +153,28 @@ class StagedImage:
 
 
 def normalize_entry_name(name: str) -> tuple[str, ...]:
-    """The path parts of an archive entry or object key, or a rejection for unsafe names (zip-slip)."""
-    if any(ord(character) < 32 for character in name):
-        raise DatasetValidationError(f"entry {name!r} has control characters in its name", entry=name)
+    """The NFC path parts of an archive entry or object key, or a rejection for unsafe names (zip-slip).
+
+    NFC, not case folding: macOS writes names decomposed (NFD) and most other tools composed, so the same
+    class typed on two machines is one class, while `Cat` and `cat` stay two classes, as on Linux.
+    """
     if "\\" in name:
         raise DatasetValidationError(f"entry {name!r} uses backslashes; use '/' separators", entry=name)
     if name.startswith("/") or WINDOWS_DRIVE.match(name):
         raise DatasetValidationError(f"entry {name!r} is an absolute path", entry=name)
-    parts = tuple(part for part in name.split("/") if part not in ("", "."))
+    parts = tuple(unicodedata.normalize("NFC", part) for part in name.split("/") if part not in ("", "."))
     if ".." in parts:
         raise DatasetValidationError(
             f"entry {name!r} climbs out of the dataset with '..' (zip-slip)", entry=name
         )
     for part in parts:
+        if junk.listed_reason(part):  # "Icon\r", macOS's folder icon, is clutter to skip, not a bad name
+            continue
+        refused = _refused_character(part)
+        if refused:
+            raise DatasetValidationError(
+                f"entry {name!r} has control characters in its name ({refused})", entry=name
+            )
         if len(part.encode("utf-8")) > MAX_NAME_PART_BYTES:
             raise DatasetValidationError(
                 f"entry {name!r} has a name part longer than {MAX_NAME_PART_BYTES} bytes", entry=name
@@ -169,20 +182,18 @@ def normalize_entry_name(name: str) -> tuple[str, ...]:
     return parts
 
 
-def junk_reason(parts: Sequence[str]) -> str | None:
-    """Why an entry is operating-system clutter to skip, or None when it is dataset content."""
-    for part in parts:
-        if part in JUNK_NAMES:
-            return JUNK_NAMES[part]
-    if parts and parts[-1].startswith("._"):
-        return "macOS AppleDouble file"
-    if any(part.startswith(".") for part in parts):
-        return "hidden file"
+def _refused_character(part: str) -> str | None:
+    for character in part:
+        kind = REFUSED_CATEGORIES.get(unicodedata.category(character))
+        if kind:
+            return f"{kind} (U+{ord(character):04X})"
     return None
 
 
 def plan_layout(entries: Iterable[tuple[str, bool]]) -> LayoutPlan:
-    """Check `split/class/image` layout under one optional top-level folder; `entries` are (name, is_dir)."""
+    """Check the layout: `split/class/image` or, with no split folder, ImageFolder's flat `class/image`
+    (then every image is train/ and the split carves valid/ and test/), under one optional top-level folder.
+    `entries` are (name, is_dir). Clutter and root documents are left out and listed in `ignored`."""
     kept: list[tuple[str, tuple[str, ...], bool]] = []
     ignored: list[IgnoredEntry] = []
     for name, is_dir in entries:
@@ -192,51 +203,101 @@ def plan_layout(entries: Iterable[tuple[str, bool]]) -> LayoutPlan:
             ignored.append(IgnoredEntry(name, reason))
         elif parts:
             kept.append((name, parts, is_dir))
+    kept = [entry for entry in kept if not _root_document(entry, 0, ignored)]
     top_level = _top_level_folder([parts for _, parts, _ in kept])
     depth = 1 if top_level else 0
+    if top_level:
+        kept = [entry for entry in kept if not _root_document(entry, 1, ignored)]
+    relative = [(name, parts[depth:], is_dir) for name, parts, is_dir in kept if parts[depth:]]
+    layout = _layout_kind(relative, top_level)
+    if layout == "flat":
+        relative = [(name, ("train", *parts), is_dir) for name, parts, is_dir in relative]
     classes: dict[str, dict[str, int]] = defaultdict(dict)
     images: list[PlannedImage] = []
-    for name, parts, is_dir in kept:
-        relative = parts[depth:]
-        if not relative:
-            continue
-        if relative[0] not in SPLITS:
+    staged_by: dict[tuple[str, str, str], str] = {}
+    for name, parts, is_dir in relative:
+        if parts[0] not in SPLITS:
             raise DatasetValidationError(
-                f"entry {name!r} is outside train/, valid/ and test/ (only one top-level folder is allowed)",
+                f"entry {name!r} is outside train/, valid/ and test/ (only one top-level folder is allowed; "
+                "without split folders every image must sit in a class folder: <class>/<image>)",
                 entry=name,
             )
-        split = relative[0]
+        split = parts[0]
         classes.setdefault(split, {})
         if is_dir:
-            if len(relative) > 2:
+            if len(parts) > 2:
                 raise DatasetValidationError(
                     f"folder {name!r} is nested too deep; expected {split}/<class>/<image>", entry=name
                 )
-            if len(relative) == 2:
-                classes[split].setdefault(relative[1], 0)
+            if len(parts) == 2:
+                classes[split].setdefault(parts[1], 0)
             continue
-        if len(relative) != 3:
+        if len(parts) != 3:
             raise DatasetValidationError(
                 f"file {name!r} is at the wrong depth; expected {split}/<class>/<image>", entry=name
             )
-        unsupported = unsupported_format_for_filename(relative[2])
-        if unsupported:
+        _check_image_name(name, parts[2])
+        label = parts[1]
+        other = staged_by.get((split, label, parts[2]))
+        if other is not None:
             raise DatasetValidationError(
-                f"file {name!r} is {unsupported}, a format the endpoint cannot decode; convert it to one of "
-                f"{FORMAT_NAMES}",
+                f"entries {other!r} and {name!r} are the same file once their paths are normalized "
+                f"(Unicode NFC, '.' and empty folders dropped): both would be staged as "
+                f"{staged_path(split, label, parts[2])!r}; keep one",
                 entry=name,
             )
-        if not has_image_extension(relative[2]):
-            raise DatasetValidationError(
-                f"file {name!r} is not an image (allowed extensions: {', '.join(IMAGE_EXTENSIONS)})",
-                entry=name,
-            )
-        label = relative[1]
+        staged_by[(split, label, parts[2])] = name
         classes[split][label] = classes[split].get(label, 0) + 1
-        images.append(PlannedImage(name, split, label, relative[2]))
+        images.append(PlannedImage(name, split, label, parts[2]))
     labels = _check_classes(classes)
     present = tuple(split for split in SPLITS if split in classes)
-    return LayoutPlan(tuple(images), labels, present, top_level, tuple(ignored))
+    return LayoutPlan(tuple(images), labels, present, top_level, tuple(ignored), layout)
+
+
+def _check_image_name(name: str, filename: str) -> None:
+    unsupported = unsupported_format_for_filename(filename)
+    if unsupported:
+        raise DatasetValidationError(
+            f"file {name!r} is {unsupported}, a format the endpoint cannot decode; convert it to one of "
+            f"{FORMAT_NAMES}",
+            entry=name,
+        )
+    if not has_image_extension(filename):
+        raise DatasetValidationError(
+            f"file {name!r} is not an image (allowed extensions: {', '.join(IMAGE_EXTENSIONS)})",
+            entry=name,
+        )
+
+
+def _root_document(entry: tuple[str, tuple[str, ...], bool], depth: int, ignored: list[IgnoredEntry]) -> bool:
+    name, parts, is_dir = entry
+    if is_dir or len(parts) != depth + 1 or not ROOT_DOCUMENT.match(parts[-1]):
+        return False
+    ignored.append(IgnoredEntry(name, ROOT_DOCUMENT_REASON))
+    return True
+
+
+def _layout_kind(
+    relative: Sequence[tuple[str, tuple[str, ...], bool]], top_level: str | None
+) -> Literal["split", "flat"]:
+    """ "flat" when no entry starts with a split folder and every file is <class>/<image>."""
+    if any(parts[0] in SPLITS for _, parts, _ in relative):
+        return "split"
+    files = [(name, parts) for name, parts, is_dir in relative if not is_dir]
+    if files and all(len(parts) == 1 for _, parts in files):
+        where = f"the folder {top_level!r}" if top_level else "the archive's root"
+        raise DatasetValidationError(
+            f"every image sits directly in {where}, with no class folders: a classifier needs at least two "
+            "classes, as <class>/<image> or train/<class>/<image>",
+            entry=files[0][0],
+        )
+    if (
+        files
+        and all(len(parts) == 2 for _, parts in files)
+        and all(len(parts) == 1 for _, parts, is_dir in relative if is_dir)
+    ):
+        return "flat"
+    return "split"
 
 
 def _top_level_folder(all_parts: Sequence[tuple[str, ...]]) -> str | None:
@@ -262,6 +323,11 @@ def _check_classes(classes: Mapping[str, Mapping[str, int]]) -> tuple[str, ...]:
     labels = sorted(classes["train"])
     if not labels:
         raise DatasetValidationError("train/ has no class folders")
+    if len(labels) < 2:
+        raise DatasetValidationError(
+            f"the dataset has one class ({labels[0]!r}); a classifier needs at least two class folders",
+            entry=f"train/{labels[0]}",
+        )
     for split in CARVED_SPLITS:
         if split not in classes:
             continue
@@ -382,6 +448,7 @@ class ManifestContext:
     top_level: str | None
     carved: tuple[str, ...]
     ignored: tuple[IgnoredEntry, ...] = field(default=())
+    layout: str = "split"
 
 
 def build_manifest(
@@ -395,6 +462,7 @@ def build_manifest(
         "dataset_hash": dataset_hash((image.path, image.sha256) for image in ordered),
         "source": dict(context.source),
         "top_level_folder": context.top_level,
+        "layout": context.layout,
         "labels": list(labels),
         "counts": count_channels(ordered),
         "split": {
@@ -407,4 +475,5 @@ def build_manifest(
         "limits": asdict(context.limits),
         "files": [asdict(image) for image in ordered],
         "ignored": [asdict(entry) for entry in context.ignored],
+        "ignored_count": len(context.ignored),
     }

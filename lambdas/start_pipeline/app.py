@@ -1,4 +1,4 @@
-"""EventBridge "Object Created" on the data bucket -> one state machine execution per dataset upload."""
+"""EventBridge "Object Created" on the data bucket -> one execution per dataset upload, or a notice."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEve
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from trigger import TriggerSettings, start_for_upload
 
+from stepsage_lambda.notices_api import NoticesApi
 from stepsage_lambda.stepfunctions_api import StepFunctionsApi
 
 logger = Logger()
@@ -36,8 +37,9 @@ def lambda_handler(event: S3EventNotificationEventBridgeModel, context: LambdaCo
         detail.bucket.name,
         detail.object.key,
         detail.object.version_id,
-        settings().state_machine_arn,
+        settings(),
         StepFunctionsApi(),
+        NoticesApi(),
     )
     logger.info("upload handled", extra={"outcome": outcome})
     metrics.add_metric(name=f"Executions{outcome['status'].title()}", unit=MetricUnit.Count, value=1)

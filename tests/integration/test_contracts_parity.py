@@ -125,7 +125,7 @@ def template() -> dict:
 def test_the_upload_rule_matches_the_key_grammar(template: dict) -> None:
     rule = template["Resources"]["StartPipelineFunction"]["Properties"]["Events"]["DatasetUploaded"]
     keys = rule["Properties"]["Pattern"]["detail"]["object"]["key"]
-    assert tuple(entry["wildcard"] for entry in keys) == datasets.EVENT_KEY_WILDCARDS
+    assert tuple(keys) == datasets.EVENT_KEY_FILTER
 
 
 def test_the_served_dataset_parameter_is_a_dataset_name_that_maps_to_its_endpoint(template: dict) -> None:

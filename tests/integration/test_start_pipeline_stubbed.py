@@ -13,17 +13,20 @@ from lambda_harness import FakeLambdaContext, load_event, load_lambda_module
 pytestmark = pytest.mark.integration
 
 app = load_lambda_module("start_pipeline", "app")
-from botocore.stub import Stubber  # noqa: E402
+trigger = load_lambda_module("start_pipeline", "trigger")
+from botocore.stub import ANY, Stubber  # noqa: E402
 
 from stepsage_lambda import clients, naming  # noqa: E402
 
 STATE_MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:stepsage-pipeline"
+TOPIC = "arn:aws:sns:us-east-1:123456789012:stepsage-notices"
 
 
 @pytest.fixture
 def sfn(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
     monkeypatch.setenv("STATE_MACHINE_ARN", STATE_MACHINE)
-    for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STEPFUNCTIONS"):
+    monkeypatch.setenv("NOTIFICATION_TOPIC_ARN", TOPIC)
+    for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STEPFUNCTIONS", "AWS_ENDPOINT_URL_SNS"):
         monkeypatch.delenv(variable, raising=False)
     clients.client.cache_clear()
     # The factory caches its clients, so stubbing the instance it hands out stubs the handler's calls.
@@ -91,3 +94,18 @@ def test_a_malformed_event_is_rejected_by_the_model(sfn: Stubber) -> None:
     del event["detail"]["bucket"]
     with pytest.raises(Exception, match="bucket"):
         app.lambda_handler(event, FakeLambdaContext())
+
+
+@pytest.mark.parametrize("key", ["datasets/digits.tar.gz", "datasets/my data.zip", "datasets/dogs/_ready"])
+def test_an_upload_that_cannot_start_a_run_publishes_a_notice(sfn: Stubber, key: str) -> None:
+    event = load_event("s3_object_created")
+    event["detail"]["object"]["key"] = key
+    with Stubber(clients.client("sns")) as sns:
+        sns.add_response(
+            "publish",
+            {"MessageId": "m-1"},
+            expected_params={"TopicArn": TOPIC, "Subject": trigger.NOTICE_SUBJECT, "Message": ANY},
+        )
+        result = app.lambda_handler(event, FakeLambdaContext())
+        sns.assert_no_pending_responses()
+    assert result["status"] == "refused" and result["key"] == key and result["reason"]

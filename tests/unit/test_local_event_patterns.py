@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from stepsage.local.events import pattern_matches, s3_event
@@ -78,3 +81,36 @@ def test_s3_event_shape_has_fresh_ids():
         "sequencer": first["detail"]["object"]["sequencer"],
     }
     assert first["detail"]["reason"] == "PutObject"
+
+
+def _template_rule() -> dict:
+    """The StartPipelineFunction rule as template.yaml writes it, its bucket bound to `data`."""
+    from stepsage.aws import cfn_yaml
+
+    template = cfn_yaml.load(Path(__file__).resolve().parents[2] / "template.yaml")
+    rule = template["Resources"]["StartPipelineFunction"]["Properties"]["Events"]["DatasetUploaded"]
+    pattern = json.loads(json.dumps(rule["Properties"]["Pattern"]))
+    pattern["detail"]["bucket"]["name"] = ["data"]
+    return pattern
+
+
+def test_the_template_rule_delivers_every_upload_that_starts_a_run_or_gets_a_notice() -> None:
+    """Generated keys by class (tests/unit/test_start_pipeline.py): whatever the start Lambda would start
+    or explain reaches it through the rule as the local dispatcher (and EventBridge) applies it, and a folder
+    upload's own objects never invoke it."""
+    from events_fixture import load_lambda_module
+    from test_start_pipeline import FOLDER_OBJECTS, generated_keys
+
+    trigger = load_lambda_module("start_pipeline", "trigger")
+    rule = _template_rule()
+    checked = 0
+    for keys in generated_keys().values():
+        for key in keys:
+            acts = trigger.plan_start("data", key, "v1") is not None or trigger.refusal(key) is not None
+            if acts:
+                assert pattern_matches(rule, _event(key)), key
+                checked += 1
+    assert checked >= 120
+    for key in FOLDER_OBJECTS + [f"datasets/dogs/train/{c}/{i}.jpg" for c in "ab" for i in range(50)]:
+        assert not pattern_matches(rule, _event(key)), key
+    assert not pattern_matches(rule, _event("datasets/dogs.zip", bucket="artifacts"))

@@ -27,6 +27,7 @@ REQUIRED_SAMPLE = {
     "TRAINING_IMAGE_URI": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6-cpu-py312",
     "INFERENCE_IMAGE_URI": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-cpu-py312",
     "STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:stepsage",
+    "NOTIFICATION_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:stepsage-notices",
 }
 
 

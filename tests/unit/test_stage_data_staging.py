@@ -127,7 +127,7 @@ def test_layout_without_a_top_level_folder() -> None:
         (["train/a/b/x.jpg"], "wrong depth"),
         (["train/a/b/"], "nested too deep"),
         (["train/a/notes.txt"], "train/a/notes.txt' is not an image"),
-        (["README.txt", "train/a/x.jpg"], "README.txt' is outside"),
+        (["notes.txt", *images("train", "a", 2), *images("train", "b", 2)], "notes.txt' is outside"),
         (["train/"], "train/ has no class folders"),
         ([*images("train", "a", 2), "train/b/"], "class 'b' in train/ has no images"),
     ],
@@ -176,14 +176,19 @@ def test_split_carves_valid_and_test_per_class_deterministically() -> None:
 
 
 def test_split_keeps_given_channels_and_carves_only_the_missing_one() -> None:
-    plan = plan_layout(tree(*images("train", "a", 10), *images("valid", "a", 3)))
+    plan = plan_layout(tree(*images("train", "a", 10), *images("valid", "a", 3), *images("train", "b", 10),
+                            *images("valid", "b", 3)))  # fmt: skip
     channels = plan_channels(plan, SplitSettings(valid_fraction=0.1, test_fraction=0.1))
     assert all(channels[name] == "valid" for name in images("valid", "a", 3))
     assert Counter(channels[name] for name in images("train", "a", 10)) == {"train": 9, "test": 1}
 
 
 def test_split_with_every_channel_present_changes_nothing() -> None:
-    names = [*images("train", "a", 3), *images("valid", "a", 1), *images("test", "a", 1)]
+    names = [
+        *(name for label in ("a", "b") for name in images("train", label, 3)),
+        *(name for label in ("a", "b") for name in images("valid", label, 1)),
+        *(name for label in ("a", "b") for name in images("test", label, 1)),
+    ]
     channels = plan_channels(plan_layout(tree(*names)), SplitSettings())
     assert channels == {name: name.split("/")[0] for name in names}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from events_fixture import load_event, load_lambda_module
 
@@ -91,3 +93,140 @@ def test_endpoint_names_for_awkward_datasets_are_valid_and_distinct() -> None:
 def test_tag_values_stay_in_sagemakers_alphabet() -> None:
     assert naming.tag_value("dog images (v2)!") == "dog images -v2--"
     assert len(naming.tag_value("x" * 300)) == 256
+
+
+# ---- every upload under datasets/ either starts a run or says why not (generated keys, by class) ---------
+
+ZIP_CASINGS = sorted({"".join(c.upper() if bit else c for c, bit in zip(".zip", bits, strict=True))
+                      for bits in itertools.product((0, 1), repeat=4)})  # fmt: skip
+VALID_NAMES = ["digits", "dogImages", "a", "x" * 100, "A.b_c-9", "2024.v1"]
+BAD_NAMES = [
+    "my data",
+    "-lead",
+    "_under",
+    "x" * 101,
+    "日本語",
+    "résumé",
+    "a\tb",
+    "a\nb",
+    "a+b",
+    "a@b",
+    "a%20b",
+]
+OTHER_ARCHIVES = [".tar.gz", ".TGZ", ".tar", ".7z", ".RAR", ".tar.bz2", ".tar.xz", ".gz", ".zipx", ".tar.zst"]
+STRAY_FILES = ["notes.txt", "cat.jpg", "_READY", "_ready", "README.md", "labels.csv", "digits"]
+TOP_CLUTTER = [
+    ".DS_Store",
+    "Thumbs.db",
+    "desktop.ini",
+    "._digits.zip",
+    ".hidden.zip",
+    "Icon\r",
+    "~$notes.docx",
+]
+FOLDER_OBJECTS = [
+    "datasets/dogs/train/001.A/x.jpg",
+    "datasets/dogs/dogImages/valid/001.A/x.png",
+    "datasets/dogs/cat/1.jpg",
+    "datasets/dogs/x.jpg",
+    "datasets/dogs/README.md",
+    "datasets/dogs/train/.DS_Store",
+    "datasets/dogs/__MACOSX/train/._x.jpg",
+    "datasets/dogs/train/a/_ready.txt",
+]
+
+
+def generated_keys() -> dict[str, list[str]]:
+    return {
+        "start": [f"datasets/{name}{ext}" for name in VALID_NAMES for ext in ZIP_CASINGS]
+        + [f"datasets/{name}/_READY" for name in VALID_NAMES],
+        "bad_name": [f"datasets/{name}{ext}" for name in BAD_NAMES for ext in (".zip", ".ZIP")]
+        + [f"datasets/{name}/_READY" for name in BAD_NAMES],
+        "other_archive": [f"datasets/digits{ext}" for ext in OTHER_ARCHIVES],
+        "stray": [f"datasets/{name}" for name in STRAY_FILES] + ["datasets/.zip", "datasets/.ZIP"],
+        "marker_lookalike": [f"datasets/dogs/{m}" for m in ("_ready", "_Ready", "_READY.txt", "_READY.md")]
+        + ["datasets/dogs/train/_READY", "datasets/dogs/train/a/_ready", "datasets//_READY"],
+        "nested_zip": ["datasets/dogs/inner.zip", "datasets/dogs/train/a/x.ZIP", "datasets//x.zip"],
+        "wrong_prefix_case": [
+            "Datasets/digits.zip",
+            "DATASETS/digits.ZIP",
+            "Datasets/dogs/_READY",
+            "DataSets/notes.txt",
+        ],
+        "silent": [f"datasets/{name}" for name in TOP_CLUTTER]
+        + FOLDER_OBJECTS
+        + ["datasets/", "datasets/dogs/", "other/digits.zip", "README.md", "Datasets/dogs/train/a/x.jpg"],
+    }
+
+
+def test_every_valid_dataset_upload_starts_a_run_whatever_the_case_of_zip() -> None:
+    for key in generated_keys()["start"]:
+        plan = trigger.plan_start("bucket", key, "v1")
+        assert plan is not None, key
+        assert plan.payload["key"] == key and key.startswith(f"datasets/{plan.payload['dataset_name']}")
+        assert trigger.refusal(key) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("bad_name", "cannot be served at POST /<name>"),
+        ("other_archive", "only zip archives start a run"),
+        ("stray", "datasets/"),
+        ("marker_lookalike", "_READY"),
+        ("nested_zip", "zip inside a folder"),
+        ("wrong_prefix_case", "keys are case-sensitive"),
+    ],
+)
+def test_uploads_that_cannot_start_a_run_say_why(kind: str, says: str) -> None:
+    keys = generated_keys()[kind]
+    assert len(keys) >= 3
+    for key in keys:
+        assert trigger.plan_start("bucket", key, "v1") is None, key
+        reason = trigger.refusal(key)
+        assert reason is not None and says in reason, (key, reason)
+        message = trigger.notice_message("bucket", key, reason)
+        assert repr(key) in message and "datasets/<name>.zip" in message
+        assert not any(c in message.replace("\n", "") for c in "\r\t\x00")  # the key is shown escaped
+
+
+def test_clutter_placeholders_outside_keys_and_folder_objects_are_silent() -> None:
+    for key in generated_keys()["silent"]:
+        assert trigger.plan_start("bucket", key, "v1") is None, key
+        assert trigger.refusal(key) is None, key
+
+
+def test_a_bad_name_notice_suggests_a_valid_one() -> None:
+    assert "such as 'my-data'" in (trigger.refusal("datasets/my data.zip") or "")
+
+
+class FakeSfn:
+    def __init__(self) -> None:
+        self.started: list[tuple[str, str, dict]] = []
+
+    def start_once(self, arn: str, name: str, payload: dict):
+        self.started.append((arn, name, payload))
+        return type("Started", (), {"duplicate": False, "execution_arn": f"{arn}:{name}"})()
+
+
+class FakeNotices:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, str]] = []
+
+    def publish(self, topic: str, subject: str, message: str) -> str:
+        self.published.append((topic, subject, message))
+        return "id"
+
+
+def test_start_for_upload_starts_notifies_or_ignores_and_never_both() -> None:
+    settings = trigger.TriggerSettings("arn:sm", "arn:topic")
+    for kind, keys in generated_keys().items():
+        for key in keys:
+            sfn, notices = FakeSfn(), FakeNotices()
+            outcome = trigger.start_for_upload("bucket", key, "v1", settings, sfn, notices)
+            expected = {"start": "started", "silent": "ignored"}.get(kind, "refused")
+            assert outcome["status"] == expected, (key, outcome)
+            assert len(sfn.started) == (expected == "started")
+            assert len(notices.published) == (expected == "refused")
+            for topic, subject, _ in notices.published:
+                assert topic == "arn:topic" and subject.isascii() and len(subject) < 100

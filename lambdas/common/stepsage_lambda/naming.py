@@ -62,8 +62,8 @@ def final_training_job_name(execution: str, retry_count: int) -> str:
 def dataset_name_from_key(key: str) -> str | None:
     """`datasets/<name>.zip` or `datasets/<name>/_READY` -> name as written; any other key -> None.
 
-    A name outside contracts.datasets.NAME_RULE still starts a run: StageData refuses it with
-    DatasetValidationError, so the user gets the notice that says which names work instead of silence."""
+    A name outside contracts.datasets.NAME_RULE starts no run: the start Lambda publishes a notice that
+    says which names work (and StageData still refuses one with DatasetValidationError)."""
     return datasets.name_from_key(key)
 
 
