@@ -41,7 +41,8 @@ class InvalidDatasetName(ValueError):
 
 
 def is_valid_name(name: str) -> bool:
-    return bool(_NAME.match(name))
+    # fullmatch: with match, `$` also matches before a final newline, so "a\n" would pass.
+    return bool(_NAME.fullmatch(name))
 
 
 def check_name(name: str) -> str:

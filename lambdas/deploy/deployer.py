@@ -118,7 +118,7 @@ def deploy(
 ) -> Deployment | ChampionKept:
     dataset_name = event.dataset.dataset_name
     execution_name, model_artifacts = event.execution_name, event.model_artifacts
-    endpoint_name = naming.endpoint_name(dataset_name)
+    endpoint_name = naming.endpoint_name(settings.stack_name, dataset_name)
     endpoint = usable_endpoint(endpoint_name, services.sagemaker)
     accuracy, labels = challenger_facts(model_artifacts, services.s3)
     comparison = challenge(endpoint, accuracy, labels, event.dataset.channels.test, settings, services)

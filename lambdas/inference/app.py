@@ -54,18 +54,19 @@ def page() -> Response:
 
 @app.get("/<dataset>")
 def dataset_page(dataset: str) -> Response:
-    dataset_endpoint_name(dataset)  # a name no dataset can have gets its 400 here, not after an upload
+    # A name no dataset can have gets its 400 here, not after an upload.
+    dataset_endpoint_name(settings().stack_name, dataset)
     return page()
 
 
 @app.post("/")
 def classify_default() -> dict[str, Any]:
-    return classify(default_endpoint_name(settings().endpoint_name))
+    return classify(default_endpoint_name(settings().stack_name, settings().served_dataset))
 
 
 @app.post("/<dataset>")
 def classify_dataset(dataset: str) -> dict[str, Any]:
-    return classify(dataset_endpoint_name(dataset))
+    return classify(dataset_endpoint_name(settings().stack_name, dataset))
 
 
 def classify(endpoint_name: str) -> dict[str, Any]:

@@ -15,6 +15,10 @@ tracer = Tracer()
 
 # Error codes that mean "try again shortly" rather than "this request is wrong".
 _TRANSIENT_CODES = ("ThrottlingException", "InternalFailure", "InternalDependencyException")
+# The function may invoke only endpoints tagged with its own stack (template.yaml), so SageMaker answers
+# AccessDenied for another stack's endpoint and, where it checks tags first, for one that does not exist.
+# SageMaker Runtime models no type for it, so the code is what there is.
+_NOT_OURS_CODES = ("AccessDeniedException", "AccessDenied")
 
 
 class EndpointRuntime:
@@ -48,7 +52,13 @@ class EndpointRuntime:
                 f"(a dataset's endpoint appears after its first successful run). SageMaker: {_message(e)}"
             ) from e
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in _TRANSIENT_CODES:
+            code = e.response.get("Error", {}).get("Code")
+            if code in _NOT_OURS_CODES:
+                raise EndpointNotFound(
+                    f"endpoint {self.endpoint_name} is not serving for this stack: it does not exist yet or "
+                    "belongs to another stack"
+                ) from e
+            if code in _TRANSIENT_CODES:
                 raise EndpointUnavailable(f"endpoint {self.endpoint_name} is busy; retry shortly") from e
             raise EndpointFailed(f"endpoint {self.endpoint_name} failed: {_message(e)}") from e
         except BotoCoreError as e:  # timeouts and connection errors

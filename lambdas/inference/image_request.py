@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from contracts import datasets, images, limits
 from stepsage_lambda import naming
-from stepsage_lambda.settings import declared
+from stepsage_lambda.settings import declared, text
 
 DEFAULT_TOP_K = limits.DEFAULT_TOP_K  # what the endpoint returns when the request names no top_k
 MAX_TOP_K = limits.MAX_TOP_K
@@ -95,16 +95,27 @@ class Limits:
 class InferenceSettings:
     """InferenceFunction's environment, read once per cold start by its handler."""
 
-    # The endpoint `POST /` reaches (the stack's served dataset); empty when the URL has no default.
-    endpoint_name: str
+    # Endpoint names are the deploy step's, per stack and dataset (stepsage_lambda.naming).
+    stack_name: str
+    # The dataset `POST /` serves (the ServedDataset parameter); empty when the URL has no default.
+    served_dataset: str
     limits: Limits
 
-    ENV_VARS: ClassVar[tuple[str, ...]] = ("ENDPOINT_NAME", "MAX_PAYLOAD_BYTES", "MAX_IMAGE_PIXELS")
+    ENV_VARS: ClassVar[tuple[str, ...]] = (
+        "STACK_NAME",
+        "SERVED_DATASET",
+        "MAX_PAYLOAD_BYTES",
+        "MAX_IMAGE_PIXELS",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> InferenceSettings:
         env = declared(env, cls)
-        return cls(endpoint_name=(env.get("ENDPOINT_NAME") or "").strip(), limits=Limits.from_env(env))
+        return cls(
+            stack_name=text(env, "STACK_NAME", "stepsage"),
+            served_dataset=(env.get("SERVED_DATASET") or "").strip(),
+            limits=Limits.from_env(env),
+        )
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -156,25 +167,25 @@ def image_info(data: bytes) -> ImageInfo:
 # ---- which endpoint ----------------------------------------------------------------------------------
 
 
-def dataset_endpoint_name(dataset: str) -> str:
-    """`POST /<dataset>` -> the endpoint the deploy step gives that dataset (`stepsage-<dataset>`)."""
+def dataset_endpoint_name(stack_name: str, dataset: str) -> str:
+    """`POST /<dataset>` -> the endpoint this stack's deploy step gives that dataset."""
     if not datasets.is_valid_name(dataset):
         raise InvalidDataset(
             f"{dataset[:120]!r} is not a dataset name: use {datasets.NAME_RULE} "
             "(datasets/<name>.zip serves from POST /<name>)"
         )
-    return naming.endpoint_name(dataset)
+    return naming.endpoint_name(stack_name, dataset)
 
 
-def default_endpoint_name(configured: str) -> str:
-    """`POST /` -> the endpoint named by ENDPOINT_NAME (the stack's served dataset)."""
-    name = configured.strip()
-    if not name:
+def default_endpoint_name(stack_name: str, served_dataset: str) -> str:
+    """`POST /` -> the endpoint of SERVED_DATASET (the stack's ServedDataset parameter)."""
+    dataset = served_dataset.strip()
+    if not dataset:
         raise EndpointNotFound(
-            "this URL has no default endpoint (ENDPOINT_NAME is not set): POST /<dataset> to reach the "
+            "this URL has no default endpoint (SERVED_DATASET is not set): POST /<dataset> to reach the "
             "endpoint of datasets/<dataset>.zip"
         )
-    return name
+    return dataset_endpoint_name(stack_name, dataset)
 
 
 # ---- requests --------------------------------------------------------------------------------------

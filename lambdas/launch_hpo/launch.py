@@ -43,10 +43,13 @@ class LaunchSettings:
 
 
 def ship_code(code_dir: Path, bucket: str, s3: S3Api) -> str:
-    """Upload the content-hashed sourcedir.tar.gz unless that exact bundle is already there; its URI."""
+    """Upload the content-hashed sourcedir.tar.gz unless the key already holds these exact bytes; its URI.
+
+    The key's hash alone proves nothing about what the object holds now, so the object is hashed too.
+    """
     tarball = build_sourcedir(code_dir)
     key = bundle_key(tarball)
-    s3.put_if_absent(bucket, key, tarball, "application/gzip")
+    s3.put_unless_identical(bucket, key, tarball, "application/gzip")
     return uri(bucket, key)
 
 

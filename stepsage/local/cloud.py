@@ -298,6 +298,8 @@ class LocalCloud:
             "state_machine_arn": self.state_machine_arn,
             "function_url": self.function_url,
             "region": REGION,
+            # Endpoint names are per stack (stepsage_lambda.naming.endpoint_name(stack_name, dataset)).
+            "stack_name": self.settings.stack_name,
         }
 
     # --- progress ------------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ from pipeline_data import TINY_CLASSES, TINY_PARAMETERS
 
 from stepsage.report.builder import SECTIONS, build_report
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambdas" / "common"))
+from stepsage_lambda import naming
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,12 +111,15 @@ def test_upload_to_answer(local_up: dict[str, Any], tiny_dataset: tuple[Path, Pa
     metrics = {m["MetricName"]: m["Value"] for m in final["FinalMetricDataList"]}
     assert 0.0 <= metrics["test:accuracy"] <= 1.0
 
-    endpoint = sagemaker.describe_endpoint(EndpointName="stepsage-tiny")
+    # The deploy step's name for this stack's endpoint of the dataset (issue 9: one per stack and dataset).
+    endpoint_name = naming.endpoint_name(info["stack_name"], "tiny")
+    assert endpoint_name == "stepsage-local-tiny"
+    endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
     assert endpoint["EndpointStatus"] == "InService"
 
     image = sorted((folder / "test" / TINY_CLASSES[0]).glob("*.jpg"))[0].read_bytes()
     runtime = _client("sagemaker-runtime", info)
-    response = runtime.invoke_endpoint(EndpointName="stepsage-tiny", Body=image, ContentType="image/jpeg")
+    response = runtime.invoke_endpoint(EndpointName=endpoint_name, Body=image, ContentType="image/jpeg")
     answer = json.loads(response["Body"].read())
     assert {p["label"] for p in answer["predictions"]} == set(TINY_CLASSES)
 

@@ -129,17 +129,31 @@ def test_the_upload_rule_matches_the_key_grammar(template: dict) -> None:
 
 
 def test_the_served_dataset_parameter_is_a_dataset_name_that_maps_to_its_endpoint(template: dict) -> None:
+    """ServedDataset takes exactly the dataset names (contracts.datasets), and POST / reaches the endpoint the
+    deploy step gives that dataset in this stack: the inference Lambda names it with the same function."""
+    image_request = load_lambda_module("inference", "image_request")
     from stepsage_lambda import naming
 
     parameter = template["Parameters"]["ServedDataset"]
-    assert parameter["MaxLength"] == naming.ENDPOINT_NAME_MAX - len("stepsage-")
+    assert parameter["AllowedPattern"] == f"^{datasets.NAME_PATTERN}$"
+    assert parameter["MaxLength"] == datasets.NAME_MAX_LENGTH
     pattern = re.compile(parameter["AllowedPattern"])
-    samples = ["a", "dogImages", "x" * parameter["MaxLength"], "a-b--c", "Z9"]
-    for name in samples:
-        assert pattern.match(name), name
-        # Within the grammar every unit accepts, and the URL Lambda's ENDPOINT_NAME is its endpoint.
-        assert datasets.is_valid_name(name) and naming.endpoint_name(name) == f"stepsage-{name}"
-    assert datasets.is_valid_name(template["Parameters"]["ServedDataset"]["Default"])
+    inference = template["Resources"]["InferenceFunction"]["Properties"]["Environment"]["Variables"]
+    assert inference["SERVED_DATASET"] == {"Ref": "ServedDataset"} and "ENDPOINT_NAME" not in inference
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["STACK_NAME"] == {
+        "Ref": "AWS::StackName"
+    }
+    valid = ["a", "dogImages", "x" * 100, "a-b--c", "Z9", "dog_breeds.v2", "a.", "9_-"]
+    invalid = ["", "-a", ".a", "_a", "x" * 101, "a b", "a/b", "caf\u00e9", "a\n", "a%20"]
+    for name in valid + invalid:
+        # The parameter, the upload rule and every unit agree on what a dataset name is.
+        # CloudFormation matches AllowedPattern against the whole value (Java), hence fullmatch.
+        assert bool(pattern.fullmatch(name)) == datasets.is_valid_name(name) == (name in valid), name
+    for stack, name in [("stepsage", n) for n in valid] + [("s" * 128, "dogImages"), ("a-b", "c")]:
+        settings = image_request.InferenceSettings.from_env({"STACK_NAME": stack, "SERVED_DATASET": name})
+        served = image_request.default_endpoint_name(settings.stack_name, settings.served_dataset)
+        assert served == naming.endpoint_name(stack, name)
+    assert datasets.is_valid_name(parameter["Default"])
 
 
 def test_every_staged_format_has_a_media_type_the_endpoint_takes() -> None:

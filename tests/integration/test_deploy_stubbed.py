@@ -29,8 +29,6 @@ BUCKET = "stepsage-artifacts-123456789012"
 WHEN = datetime(2026, 11, 1, tzinfo=UTC)
 EVENT = load_event("deploy")
 EXECUTION = EVENT["execution_name"]
-ENDPOINT = "stepsage-digits"
-ENDPOINT_ARN = f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{ENDPOINT}"
 CHAMPION_ARTIFACT = f"s3://{BUCKET}/runs/old/final/old-final-0/output/model.tar.gz"
 TEST_KEYS = ["0/a.png", "0/b.png", "1/a.png", "1/b.png"]
 ENV = {
@@ -41,6 +39,10 @@ ENV = {
     "SMOKE_TEST_MARGIN": "0.1",
     "KEEP_RUNTIME_RESOURCES": "2",
 }
+# The stack's own endpoint for the dataset (issue 9: named per stack, so two stacks never share one).
+ENDPOINT = naming.endpoint_name(ENV["STACK_NAME"], EVENT["dataset"]["dataset_name"])
+assert ENDPOINT == "stepsage-test-digits"
+ENDPOINT_ARN = f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{ENDPOINT}"
 
 
 class World:
@@ -269,7 +271,8 @@ def test_resource_in_use_becomes_endpoint_busy(world: World) -> None:
 
 
 def _deployment() -> dict[str, Any]:
-    return {**load_event("smoke_test")["deployment"], "expected_accuracy": 0.9}
+    # The sample event is a stack named "stepsage"; this test's stack is ENV's.
+    return {**load_event("smoke_test")["deployment"], "endpoint_name": ENDPOINT, "expected_accuracy": 0.9}
 
 
 def test_smoke_test_passes_and_prunes_old_resources(world: World) -> None:

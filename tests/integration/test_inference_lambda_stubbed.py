@@ -20,8 +20,13 @@ app = load_lambda_module("inference", "app")
 from botocore.stub import Stubber  # noqa: E402
 
 from stepsage_lambda import clients  # noqa: E402
+from stepsage_lambda.naming import endpoint_name  # noqa: E402
 
-ENDPOINT = "stepsage-dogs"
+STACK = "stepsage-test"
+SERVED = "dogs"
+# Issue 9: each stack's own endpoint for the dataset, named as the deploy step names it.
+ENDPOINT = endpoint_name(STACK, SERVED)
+assert ENDPOINT == "stepsage-test-dogs"
 ANSWER: dict[str, Any] = {
     "predictions": [{"label": f"00{i}.breed", "score": round(0.5 / (i + 1), 4)} for i in range(5)],
     "model": {"architecture": "resnet18", "num_classes": 133, "serving": {"mode": "fp32"}},
@@ -30,7 +35,9 @@ ANSWER: dict[str, Any] = {
 
 @pytest.fixture
 def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
-    monkeypatch.setenv("ENDPOINT_NAME", ENDPOINT)
+    monkeypatch.setenv("STACK_NAME", STACK)
+    monkeypatch.setenv("SERVED_DATASET", SERVED)
+    app.settings.cache_clear()
     for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "MAX_PAYLOAD_BYTES"):
         monkeypatch.delenv(variable, raising=False)
     clients.client.cache_clear()
@@ -39,6 +46,7 @@ def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
         yield stubber
         stubber.assert_no_pending_responses()
     clients.client.cache_clear()
+    app.settings.cache_clear()
 
 
 def _invoke(event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -213,7 +221,8 @@ def test_other_routes_are_404_with_the_routes_named(runtime: Stubber, method: st
 
 
 @pytest.mark.parametrize(
-    ("dataset", "endpoint"), [("dogImages", "stepsage-dogImages"), ("cats-v2", "stepsage-cats-v2")]
+    ("dataset", "endpoint"),
+    [("dogImages", "stepsage-test-dogImages"), ("cats-v2", endpoint_name(STACK, "cats-v2"))],
 )
 def test_post_to_a_dataset_calls_its_endpoint(runtime: Stubber, dataset: str, endpoint: str) -> None:
     event = _at(load_event("inference_post_image"), f"/{dataset}")
@@ -224,19 +233,15 @@ def test_post_to_a_dataset_calls_its_endpoint(runtime: Stubber, dataset: str, en
 
 
 def test_the_dataset_event_reaches_the_deploy_steps_endpoint_name(runtime: Stubber) -> None:
-    from stepsage_lambda.naming import endpoint_name
-
     event = load_event("inference_post_dataset")
     dataset = event["rawPath"].strip("/")
-    _ok(runtime, _event_body(event), "image/jpeg", endpoint=endpoint_name(dataset))
+    _ok(runtime, _event_body(event), "image/jpeg", endpoint=endpoint_name(STACK, dataset))
     assert _invoke(event)[0] == 200
 
 
 def test_a_dataset_name_outside_the_deploy_alphabet_gets_its_hashed_endpoint(runtime: Stubber) -> None:
-    from stepsage_lambda.naming import endpoint_name
-
     event = _at(load_event("inference_post_image"), "/dog_breeds.v2")
-    _ok(runtime, _event_body(event), "image/jpeg", endpoint=endpoint_name("dog_breeds.v2"))
+    _ok(runtime, _event_body(event), "image/jpeg", endpoint=endpoint_name(STACK, "dog_breeds.v2"))
     assert _invoke(event)[0] == 200
 
 
@@ -252,10 +257,10 @@ def test_an_unknown_datasets_endpoint_is_404_with_its_name(runtime: Stubber) -> 
     runtime.add_client_error(
         "invoke_endpoint",
         service_error_code="ValidationError",
-        service_message="Endpoint stepsage-nosuchset of account 123456789012 not found.",
+        service_message="Endpoint stepsage-test-nosuchset of account 123456789012 not found.",
         http_status_code=400,
         expected_params={
-            "EndpointName": "stepsage-nosuchset",
+            "EndpointName": "stepsage-test-nosuchset",
             "Body": _event_body(event),
             "ContentType": "image/jpeg",
             "Accept": "application/json",
@@ -263,18 +268,19 @@ def test_an_unknown_datasets_endpoint_is_404_with_its_name(runtime: Stubber) -> 
     )
     status, document = _invoke(event)
     assert (status, document["error"]) == (404, "EndpointNotFound")
-    assert "stepsage-nosuchset" in document["message"] and "not found" in document["message"]
+    assert "stepsage-test-nosuchset" in document["message"] and "not found" in document["message"]
 
 
 def test_without_a_default_endpoint_root_is_404_and_datasets_still_serve(
     runtime: Stubber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("ENDPOINT_NAME")
+    monkeypatch.delenv("SERVED_DATASET")
+    app.settings.cache_clear()
     event = load_event("inference_post_image")
     status, document = _invoke(event)
     assert (status, document["error"]) == (404, "EndpointNotFound")
-    assert "ENDPOINT_NAME" in document["message"]
-    _ok(runtime, _event_body(event), "image/jpeg", endpoint="stepsage-dogs")
+    assert "SERVED_DATASET" in document["message"]
+    _ok(runtime, _event_body(event), "image/jpeg", endpoint="stepsage-test-dogs")
     assert _invoke(_at(event, "/dogs"))[0] == 200
 
 
@@ -341,7 +347,8 @@ def test_get_of_a_name_no_dataset_can_have_is_400(runtime: Stubber) -> None:
         ("ValidationError", 400, {}, 404, "EndpointNotFound", "does not exist or is not in service"),
         ("ThrottlingException", 400, {}, 503, "EndpointUnavailable", "busy"),
         ("InternalFailure", 500, {}, 503, "EndpointUnavailable", "busy"),
-        ("AccessDeniedException", 403, {}, 502, "EndpointFailed", "failed"),
+        # Issue 9: the function may invoke only its own stack's endpoints; another stack's is not served here.
+        ("AccessDeniedException", 403, {}, 404, "EndpointNotFound", "belongs to another stack"),
     ],
 )
 def test_endpoint_errors_map_to_clear_statuses(

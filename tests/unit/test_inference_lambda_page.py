@@ -35,17 +35,25 @@ def _sha256(text: str) -> str:
 # ---- endpoint per dataset --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dataset", ["dogImages", "digits", "cats-v2", "a", "x" * 54])
+STACK = "stepsage-test"
+
+
+@pytest.mark.parametrize("dataset", ["dogImages", "digits", "a", "x" * 49])
 def test_a_dataset_maps_to_the_deploy_steps_endpoint_name(dataset: str) -> None:
-    assert image_request.dataset_endpoint_name(dataset) == naming.endpoint_name(dataset)
-    assert image_request.dataset_endpoint_name(dataset) == f"stepsage-{dataset}"
+    assert image_request.dataset_endpoint_name(STACK, dataset) == naming.endpoint_name(STACK, dataset)
+    assert image_request.dataset_endpoint_name(STACK, dataset) == f"{STACK}-{dataset}"
 
 
-@pytest.mark.parametrize("dataset", ["dog_breeds", "v1.2", "x" * 100])
+@pytest.mark.parametrize("dataset", ["dog_breeds", "v1.2", "x" * 100, "cats-v2"])
 def test_names_outside_sagemakers_alphabet_map_as_the_deploy_step_maps_them(dataset: str) -> None:
-    name = image_request.dataset_endpoint_name(dataset)
-    assert name == naming.endpoint_name(dataset)
+    name = image_request.dataset_endpoint_name(STACK, dataset)
+    assert name == naming.endpoint_name(STACK, dataset)
     assert naming.SAGEMAKER_NAME.match(name) and len(name) <= naming.ENDPOINT_NAME_MAX
+
+
+def test_the_same_dataset_maps_to_each_stacks_own_endpoint() -> None:
+    names = {image_request.dataset_endpoint_name(stack, "dogImages") for stack in ("a", "b", "a-b", STACK)}
+    assert len(names) == 4
 
 
 @pytest.mark.parametrize(
@@ -54,19 +62,26 @@ def test_names_outside_sagemakers_alphabet_map_as_the_deploy_step_maps_them(data
 )
 def test_other_path_segments_are_refused_with_the_rule(dataset: str) -> None:
     with pytest.raises(image_request.InvalidDataset) as caught:
-        image_request.dataset_endpoint_name(dataset)
+        image_request.dataset_endpoint_name(STACK, dataset)
     assert caught.value.status_code == 400
     assert "letters, digits" in caught.value.message
 
 
 def test_the_default_endpoint_comes_from_the_environment() -> None:
-    env = {"ENDPOINT_NAME": " stepsage-dogImages "}
-    assert image_request.default_endpoint_name(env["ENDPOINT_NAME"]) == "stepsage-dogImages"
-    for unset in ({}, {"ENDPOINT_NAME": ""}, {"ENDPOINT_NAME": "  "}):
+    settings = image_request.InferenceSettings.from_env(
+        {"STACK_NAME": STACK, "SERVED_DATASET": " dogImages "}
+    )
+    assert image_request.default_endpoint_name(settings.stack_name, settings.served_dataset) == (
+        f"{STACK}-dogImages"
+    )
+    for unset in ({}, {"SERVED_DATASET": ""}, {"SERVED_DATASET": "  "}):
+        settings = image_request.InferenceSettings.from_env({"STACK_NAME": STACK, **unset})
         with pytest.raises(image_request.EndpointNotFound) as caught:
-            image_request.default_endpoint_name(unset.get("ENDPOINT_NAME", ""))
+            image_request.default_endpoint_name(settings.stack_name, settings.served_dataset)
         assert caught.value.status_code == 404
-        assert "POST /<dataset>" in caught.value.message
+        assert "POST /<dataset>" in caught.value.message and "SERVED_DATASET" in caught.value.message
+    with pytest.raises(image_request.InvalidDataset):
+        image_request.default_endpoint_name(STACK, "not a dataset")
 
 
 # ---- the page and its Content-Security-Policy --------------------------------------------------------

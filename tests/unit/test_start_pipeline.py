@@ -77,15 +77,17 @@ def test_plan_carries_what_stage_data_needs() -> None:
 
 @pytest.mark.parametrize(
     ("dataset", "endpoint"),
-    [("digits", "stepsage-digits"), ("dogImages", "stepsage-dogImages"), ("a-b-9", "stepsage-a-b-9")],
+    [("digits", "stepsage-digits"), ("dogImages", "stepsage-dogImages"), ("a9", "stepsage-a9")],
 )
-def test_endpoint_is_stepsage_dash_name_when_sagemaker_accepts_it(dataset: str, endpoint: str) -> None:
-    assert naming.endpoint_name(dataset) == endpoint
+def test_endpoint_is_stack_dash_name_when_sagemaker_accepts_it(dataset: str, endpoint: str) -> None:
+    # Issue 9: the stack's name, not a fixed "stepsage-", so two stacks in one account never share one.
+    assert naming.endpoint_name("stepsage", dataset) == endpoint
 
 
 def test_endpoint_names_for_awkward_datasets_are_valid_and_distinct() -> None:
-    names = {naming.endpoint_name(d) for d in ("dog_images", "dog images", "dog-images", "x" * 100, "___")}
-    assert len(names) == 5
+    awkward = ("dog_images", "dog images", "dog-images", "x" * 100, "___", "a-b-9")
+    names = {naming.endpoint_name("stepsage", d) for d in awkward}
+    assert len(names) == len(awkward)
     for name in names:
         assert len(name) <= naming.ENDPOINT_NAME_MAX and naming.SAGEMAKER_NAME.match(name)
 

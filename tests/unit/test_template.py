@@ -281,10 +281,12 @@ def test_function_policy_templates_are_the_exact_ones() -> None:
 
 
 def test_passrole_is_bound_to_the_sagemaker_service() -> None:
-    passes = [(o, s) for o, s in _statements() if "iam:PassRole" in _as_list(s["Action"])]
-    assert {o for o, _ in passes} == {"StateMachineRole", "DeployFunction"}
-    for _, statement in passes:
-        assert statement["Resource"] == {"Fn::GetAtt": ["SageMakerExecutionRole", "Arn"]}
+    passes = {o: s for o, s in _statements() if "iam:PassRole" in _as_list(s["Action"])}
+    assert set(passes) == {"StateMachineRole", "DeployFunction"}
+    # Issue 9: jobs run as the training role, models serve as the serving role, and neither passes the other.
+    assert passes["StateMachineRole"]["Resource"] == {"Fn::GetAtt": ["SageMakerExecutionRole", "Arn"]}
+    assert passes["DeployFunction"]["Resource"] == {"Fn::GetAtt": ["SageMakerServingRole", "Arn"]}
+    for statement in passes.values():
         assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
 
 

@@ -9,7 +9,8 @@ from contracts import datasets
 from stepsage_lambda.errors import InvalidResourceName
 
 # SageMaker's pattern for tuning jobs, endpoints, models and endpoint configs: alnum runs joined by hyphens.
-SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+# \Z, not $: `$` also matches before a final newline, and "name\n" is no name SageMaker takes.
+SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*\Z")
 TUNING_JOB_NAME_MAX = 32
 TRAINING_JOB_NAME_MAX = 63
 ENDPOINT_NAME_MAX = 63
@@ -26,7 +27,10 @@ _HASH_CHARS = 12
 STACK_TAG = "stepsage:stack"
 DATASET_TAG = "stepsage:dataset"
 EXECUTION_TAG = "stepsage:execution"
-_ENDPOINT_PREFIX = "stepsage-"
+_ENDPOINT_HASH_CHARS = 8
+# A dataset name that can end a plain `<stack>-<dataset>` endpoint name: no hyphen, and not a hash look-alike.
+_PLAIN_DATASET = re.compile(r"^[a-zA-Z0-9]+$")
+_LOOKS_LIKE_HASH = re.compile(rf"^[0-9a-f]{{{_ENDPOINT_HASH_CHARS}}}$")
 
 
 def slug(text: str, max_length: int) -> str:
@@ -67,14 +71,34 @@ def dataset_name_from_key(key: str) -> str | None:
     return datasets.name_from_key(key)
 
 
-def endpoint_name(dataset_name: str) -> str:
-    """`stepsage-<name>`; a name SageMaker cannot take as is gets a hash so two datasets never share one."""
-    budget = ENDPOINT_NAME_MAX - len(_ENDPOINT_PREFIX)
-    if len(dataset_name) <= budget and SAGEMAKER_NAME.match(dataset_name):
-        return _ENDPOINT_PREFIX + dataset_name
-    digest = short_hash(dataset_name, length=8)
-    readable = slug(dataset_name, budget - len(digest) - 1)
-    return f"{_ENDPOINT_PREFIX}{readable}-{digest}" if readable else _ENDPOINT_PREFIX + digest
+def endpoint_name(stack_name: str, dataset_name: str) -> str:
+    """The endpoint of one dataset in one stack: distinct (stack, dataset) pairs never share a name.
+
+    `<stack>-<dataset>` when the dataset name is letters and digits only (then the last hyphen splits the
+    pair unambiguously) and the whole fits SageMaker's pattern and length. Otherwise
+    `<stack>-<dataset>-<hash of both>`: the dataset is kept whole where it fits, the stack name is shortened
+    to what is left, and the hash tells apart pairs such as (`a`, `b-c`) and (`a-b`, `c`).
+    """
+    plain = f"{stack_name}-{dataset_name}"
+    if (
+        _PLAIN_DATASET.match(dataset_name)
+        and not _LOOKS_LIKE_HASH.match(dataset_name)
+        and len(plain) <= ENDPOINT_NAME_MAX
+        and SAGEMAKER_NAME.match(plain)
+    ):
+        return plain
+    digest = short_hash(stack_name, dataset_name, length=_ENDPOINT_HASH_CHARS)
+    budget = ENDPOINT_NAME_MAX - len(digest) - 1
+    dataset_part = _readable(dataset_name, budget)
+    stack_part = _readable(stack_name, budget - len(dataset_part) - 1)
+    readable = "-".join(part for part in (stack_part, dataset_part) if part)
+    return f"{readable}-{digest}" if readable else digest
+
+
+def _readable(text: str, max_length: int) -> str:
+    """`text` as written when SageMaker takes it, else its slug; cut to max_length, never ending in '-'."""
+    kept = text if SAGEMAKER_NAME.match(text) else slug(text, max(max_length, 0))
+    return kept[: max(max_length, 0)].rstrip("-")
 
 
 def model_name(execution: str) -> str:
@@ -97,7 +121,8 @@ def tag_value(text: str) -> str:
 
 
 def stack_tags(stack_name: str, dataset_name: str, execution: str) -> list[dict[str, str]]:
-    """The tags that mark a run-time resource as this stack's, for pruning and teardown."""
+    """The tags that mark a run-time resource as this stack's: pruning, teardown and the IAM conditions
+    (template.yaml lets a stack's roles touch only resources whose `stepsage:stack` is the stack's name)."""
     return [
         {"Key": STACK_TAG, "Value": tag_value(stack_name)},
         {"Key": DATASET_TAG, "Value": tag_value(dataset_name)},

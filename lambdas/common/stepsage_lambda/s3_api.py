@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
 from collections.abc import Iterator
@@ -9,8 +10,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 from stepsage_lambda.clients import client as default_client
-
-_MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -33,25 +32,27 @@ class S3Api:
     def __init__(self, s3_client: Any | None = None) -> None:
         self._s3 = s3_client or default_client("s3")
 
-    def exists(self, bucket: str, key: str) -> bool:
-        try:
-            self._s3.head_object(Bucket=bucket, Key=key)
-        except self._s3.exceptions.ClientError as e:
-            # HEAD has no body, so S3 can only answer with the status code; the code is the error's type here.
-            if e.response.get("Error", {}).get("Code") in _MISSING_CODES:
-                return False
-            raise
-        return True
+    def put_unless_identical(self, bucket: str, key: str, body: bytes, content_type: str) -> bool:
+        """Write `body` unless the key already holds exactly these bytes; True when written.
 
-    def put_if_absent(self, bucket: str, key: str, body: bytes, content_type: str) -> bool:
-        """Write `body` unless the key exists; True when written.
-
-        Keys are content-hashed, so two writers race only to write the same bytes.
+        The existing object is read back and hashed, not trusted for its name: a key that exists with other
+        bytes (a truncated upload, or a writer that should not have had access) is overwritten.
         """
-        if self.exists(bucket, key):
+        if self.sha256_of(bucket, key) == hashlib.sha256(body).hexdigest():
             return False
         self._s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
         return True
+
+    def sha256_of(self, bucket: str, key: str) -> str | None:
+        """Hex SHA-256 of the object's bytes, None when there is no such key."""
+        try:
+            response = self._s3.get_object(Bucket=bucket, Key=key)
+        except self._s3.exceptions.NoSuchKey:
+            return None
+        digest = hashlib.sha256()
+        for chunk in response["Body"].iter_chunks(1 << 20):
+            digest.update(chunk)
+        return digest.hexdigest()
 
     def read_bytes(self, object_uri: str) -> bytes:
         bucket, key = split_uri(object_uri)
