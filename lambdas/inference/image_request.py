@@ -200,10 +200,10 @@ def _unsupported(content_type: str | None) -> UnsupportedMediaType:
     )
 
 
-def parse_top_k(value: Any) -> int:
+def parse_top_k(value: Any, *, from_query: bool = False) -> int:
     """top_k from a query string (digits) or a JSON body (an integer token); see contracts.limits."""
     try:
-        return limits.top_k_from_query(value) if isinstance(value, str) else limits.top_k_from_json(value)
+        return limits.top_k_from_query(value) if from_query else limits.top_k_from_json(value)
     except limits.RequestError as e:
         raise InvalidTopK(str(e)) from e
 
@@ -222,7 +222,7 @@ def query_top_k(query: Mapping[str, Any]) -> int | None:
         return None
     if not isinstance(value, str):
         raise InvalidTopK(f"top_k must be digits in the query string; got {limits.quote(value)}")
-    return parse_top_k(value)
+    return parse_top_k(value, from_query=True)
 
 
 def _json_request(body: bytes, limits_: Limits) -> tuple[bytes, int | None]:
