@@ -81,6 +81,9 @@ class StrictRequestHandler(BaseHTTPRequestHandler):
                 with contextlib.suppress(OSError):
                     self.send_error(HTTPStatus.REQUEST_TIMEOUT, "the request did not arrive in time")
                     self.wfile.flush()
+        except ConnectionError:  # the client left (a reset, a broken pipe): nobody is there to answer
+            self.close_connection = True
+            self._linger = False
 
     def parse_request(self) -> bool:
         words = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n").split()
