@@ -423,3 +423,85 @@ def test_fixtures_cover_the_named_classes() -> None:
     names = {name for name, *_ in URL_FRAMING}
     assert {"HTTP/0.9 GET", "garbage line", "missing Host", "chunked", "request line too long"} <= names
     assert len(URL_FRAMING) >= 45 and len(HOSTILE_EVENTS) >= 45
+
+
+# ---- the gateway (SageMaker and Step Functions JSON calls, InvokeEndpoint) ------------------------------
+
+
+class EchoService:
+    def handle(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        return {"operation": operation, "keys": sorted(params)}
+
+
+class EchoRuntime:
+    def invoke_endpoint(
+        self, endpoint_name: str, body: bytes, content_type: str, accept: str
+    ) -> tuple[int, bytes, str]:
+        return 200, json.dumps({"length": len(body)}).encode(), "application/json"
+
+
+@pytest.fixture(scope="module")
+def gateway_port() -> Iterator[int]:
+    from stepsage.local.gateway import Gateway, GatewayServer
+
+    def no_moto(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("404 Not Found", [("Content-Length", "0")])
+        return [b""]
+
+    server = GatewayServer(Gateway(no_moto, {"SageMaker": EchoService()}, EchoRuntime()), port=0).start()
+    yield int(server.server.server_address[1])
+    server.stop()
+
+
+def _json_call(body: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: SageMaker.ListEndpoints\r\n"
+        b"Content-Type: application/x-amz-json-1.1\r\n"
+        + extra
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+
+
+GATEWAY_CASES = [
+    ("not JSON", _json_call(b"{broken"), 400),
+    ("a list", _json_call(b"[1, 2]"), 400),
+    ("a string", _json_call(b'"x"'), 400),
+    ("nested 10,000 deep", _json_call(b"[" * 10_000 + b"]" * 10_000), 400),
+    ("a 5,000-digit number", _json_call(b'{"a": ' + b"1" * 5000 + b"}"), 400),
+    ("not UTF-8", _json_call(b'{"a": "\xff"}'), 400),
+    ("an object", _json_call(b'{"MaxResults": 5}'), 200),
+    (
+        "bad Content-Length",
+        b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: SageMaker.ListEndpoints\r\n"
+        b"Content-Length: abc\r\n\r\n{}",
+        400,
+    ),
+    (
+        "Content-Length beyond the limit",
+        b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: SageMaker.ListEndpoints\r\n"
+        b"Content-Length: 99999999999\r\n\r\n{}",
+        413,
+    ),
+    (
+        "chunked InvokeEndpoint",
+        b"POST /endpoints/e/invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n",
+        200,
+    ),
+    (
+        "InvokeEndpoint with a bad length",
+        b"POST /endpoints/e/invocations HTTP/1.1\r\nHost: x\r\nContent-Length: -3\r\n\r\nabc",
+        400,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"), [c[1:] for c in GATEWAY_CASES], ids=[c[0] for c in GATEWAY_CASES]
+)
+def test_gateway_refuses_bad_bodies_with_a_4xx(gateway_port: int, data: bytes, expected: int) -> None:
+    answer = exchange(gateway_port, data)
+    assert answer.status == expected, answer
