@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from stepsage.local.errors import LambdaFunctionError
-from stepsage.local.http_framing import FramingError, StrictRequestHandler
+from stepsage.local.http_framing import LISTEN_BACKLOG, FramingError, StrictRequestHandler
 
 LOG = logging.getLogger(__name__)
 # Function URLs take at most 6 MB per request and response (BUFFERED mode).
@@ -115,6 +115,10 @@ def response_from_result(result: Any) -> tuple[int, dict[str, str], bytes]:
     return int(result["statusCode"]), headers, raw
 
 
+class _UrlHTTPServer(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG
+
+
 class FunctionUrlServer:
     """Serves one function over HTTP. Locally there is no SigV4 check: a documented deviation from AWS_IAM."""
 
@@ -193,7 +197,7 @@ class FunctionUrlServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd = _UrlHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name="function-url")
 

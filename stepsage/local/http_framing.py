@@ -20,6 +20,8 @@ MAX_TRAILER_LINES = 64
 # the close lets it read our answer instead of a connection reset.
 LINGER_BYTES = 64 * 1024 * 1024
 LINGER_SECONDS = 2.0
+# Connections the kernel queues before accept(): socketserver's default of 5 resets a burst of clients.
+LISTEN_BACKLOG = 1024
 _LENGTH_DIGITS = 18  # above any limit, below anything that costs to convert
 
 

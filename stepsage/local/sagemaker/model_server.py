@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from stepsage.local.http_framing import FramingError, StrictRequestHandler
+from stepsage.local.http_framing import LISTEN_BACKLOG, FramingError, StrictRequestHandler
 
 logger = logging.getLogger("stepsage.model_server")
 
@@ -184,6 +184,7 @@ class ModelServer(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         super().__init__(address, handler)
