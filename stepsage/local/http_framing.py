@@ -43,7 +43,7 @@ class StrictRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Errors found before the request's version is known still get a status line (0.9 would omit it).
     default_request_version = "HTTP/1.0"
-    timeout: float | None = 60.0  # seconds to wait for a request's next bytes, idle keep-alive included
+    timeout = 60.0  # seconds to wait for a request's next bytes, idle keep-alive included
     body_timeout = 30.0  # seconds a whole body may take to arrive, however slowly it trickles
     error_key = "message"  # the JSON field an error's message goes in
     _answered = False
@@ -90,7 +90,7 @@ class StrictRequestHandler(BaseHTTPRequestHandler):
     def parse_request(self) -> bool:
         words = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n").split()
         if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
-            self.command, self.request_version = None, "HTTP/1.0"
+            self.command, self.request_version = "", "HTTP/1.0"
             self.requestline = str(self.raw_requestline[:200], "iso-8859-1").rstrip("\r\n")
             self.send_error(
                 HTTPStatus.BAD_REQUEST, f"bad request line {self.requestline!r}: use METHOD /path HTTP/1.1"
