@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import os
@@ -258,7 +256,7 @@ def _media_type(header: str | None) -> str:
 
 def _as_bytes(body: Any) -> bytes:
     if isinstance(body, str):
-        return body.encode("utf-8")
+        return body.encode("utf-8", "surrogatepass")  # a lone surrogate becomes bytes JSON refuses
     if isinstance(body, bytes | bytearray | memoryview):
         return bytes(body)
     raise UndecodableInputError(f"request body of type {type(body).__name__} is not bytes")
@@ -282,23 +280,25 @@ def decode_image(data: bytes, pixel_limit: int | None = None) -> Image.Image:
 
 
 def parse_top_k(value: Any) -> int:
-    # bool is an int subclass: true must not mean top_k=1.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidTopKError(f"top_k must be an integer from 1 to {MAX_TOP_K}; got {value!r}")
-    if not 1 <= value <= MAX_TOP_K:
-        raise InvalidTopKError(f"top_k must be from 1 to {MAX_TOP_K}; got {value}")
-    return value
-
-
-def _decode_base64(text: Any) -> bytes:
-    if not isinstance(text, str):
-        raise UndecodableInputError('"image" must be a base64 string')
-    if text.startswith("data:") and "," in text:  # tolerate a data URL as browsers produce it
-        text = text.split(",", 1)[1]
+    """A JSON integer from 1 to MAX_TOP_K (contracts.limits): 5.0, "5" and true are refused, not coerced."""
     try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise UndecodableInputError(f'"image" is not valid base64: {e}') from e
+        return limits.top_k_from_json(value)
+    except limits.RequestError as e:
+        raise InvalidTopKError(str(e)) from e
+
+
+def _json_request(body: bytes) -> ImageRequest:
+    """The JSON grammar the inference Lambda also reads (contracts.limits): unknown fields, duplicate keys,
+    NaN, giant numbers, deep nesting and bytes that are not UTF-8 are each a 400 naming the problem."""
+    try:
+        document = limits.request_document(body)
+        data = limits.image_from_base64(document["image"], max_body_bytes())
+    except limits.ImageTooLarge as e:
+        raise PayloadTooLargeError(str(e)) from e
+    except limits.RequestError as e:
+        raise UndecodableInputError(str(e)) from e
+    top_k = document.get("top_k")
+    return ImageRequest(decode_image(data), top_k=DEFAULT_TOP_K if top_k is None else parse_top_k(top_k))
 
 
 def input_fn(request_body: Any, request_content_type: str | None) -> ImageRequest:
@@ -306,7 +306,8 @@ def input_fn(request_body: Any, request_content_type: str | None) -> ImageReques
     media_type = _media_type(request_content_type)
     if media_type not in CONTENT_TYPES:
         raise UnsupportedContentTypeError(
-            f"content type {request_content_type!r} is not supported; use one of {', '.join(CONTENT_TYPES)}"
+            f"content type {limits.quote(request_content_type)} is not supported; "
+            f"use one of {', '.join(CONTENT_TYPES)}"
         )
     body = _as_bytes(request_body)
     if not body:
@@ -315,14 +316,7 @@ def input_fn(request_body: Any, request_content_type: str | None) -> ImageReques
         raise PayloadTooLargeError(f"the request body is {len(body)} bytes; the limit is {max_body_bytes()}")
     if media_type in IMAGE_CONTENT_TYPES:
         return ImageRequest(decode_image(body))
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UndecodableInputError(f"the body is not valid JSON: {e}") from e
-    if not isinstance(document, dict) or "image" not in document:
-        raise UndecodableInputError('JSON requests look like {"image": "<base64>", "top_k": 5}')
-    top_k = parse_top_k(document["top_k"]) if document.get("top_k") is not None else DEFAULT_TOP_K
-    return ImageRequest(decode_image(_decode_base64(document["image"])), top_k=top_k)
+    return _json_request(body)
 
 
 def predict_fn(input_data: ImageRequest, model: LoadedModel) -> dict[str, Any]:
@@ -339,10 +333,35 @@ def predict_fn(input_data: ImageRequest, model: LoadedModel) -> dict[str, Any]:
     }
 
 
+def _quality(params: list[str]) -> float:
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "q":
+            try:
+                return float(value)
+            except ValueError:
+                return 1.0  # a garbled weight is no reason to refuse
+    return 1.0
+
+
+def accepts_json(accept: str | None) -> bool:
+    """Whether an Accept header lets us answer JSON: any listed range that is JSON, */* or application/*,
+    with a quality above 0. No header, or one that lists nothing, accepts anything."""
+    ranges = [part for part in (accept or "").split(",") if part.strip()]
+    if not ranges:
+        return True
+    for media_range in ranges:
+        kind, *params = (piece.strip().lower() for piece in media_range.split(";"))
+        if kind in ACCEPT_TYPES and _quality(params) > 0:
+            return True
+    return False
+
+
 def output_fn(prediction: dict[str, Any], accept: str | None) -> str:
-    media_type = _media_type(accept)
-    if media_type and media_type not in ACCEPT_TYPES:
-        raise UnsupportedAcceptError(f"accept {accept!r} is not supported; use {JSON_CONTENT_TYPE}")
+    if not accepts_json(accept):
+        raise UnsupportedAcceptError(
+            f"accept {limits.quote(accept)} is not supported; use {JSON_CONTENT_TYPE}"
+        )
     return json.dumps(prediction)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 import time
@@ -17,6 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from endpoint_runtime import EndpointRuntime
 from image_request import (
     InferenceSettings,
+    InvalidRequest,
     RequestRejected,
     dataset_endpoint_name,
     default_endpoint_name,
@@ -43,7 +45,15 @@ def settings() -> InferenceSettings:
 def request_body() -> bytes:
     event = app.current_event
     body = event.body or ""
-    return base64.b64decode(body) if event.is_base64_encoded else body.encode("utf-8")
+    if not isinstance(body, str):
+        raise InvalidRequest(f"the event's body must be a string; got {type(body).__name__}")
+    if not event.is_base64_encoded:
+        # A lone surrogate survives as bytes that are not UTF-8, which the JSON parser then refuses by name.
+        return body.encode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise InvalidRequest(f"the event says isBase64Encoded, but its body is not valid base64: {e}") from e
 
 
 @app.get("/")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -56,6 +56,10 @@ class TooManyPixels(RequestRejected):
 
 class InvalidTopK(RequestRejected):
     pass
+
+
+class InvalidRequest(RequestRejected):
+    """A request whose framing is wrong: an unknown query parameter, a body that is not valid base64."""
 
 
 class InvalidDataset(RequestRejected):
@@ -191,58 +195,81 @@ def default_endpoint_name(stack_name: str, served_dataset: str) -> str:
 # ---- requests --------------------------------------------------------------------------------------
 
 
+# A media type is `type/subtype` in token characters; a list ("image/png, image/jpeg", which is what a
+# Function URL makes of two Content-Type headers) or anything else is no type at all.
+_MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
+
+
 def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def parse_top_k(value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():  # from a query string
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOP_K:
-        raise InvalidTopK(f"top_k must be an integer from 1 to {MAX_TOP_K}; got {value!r}")
-    return value
+def _unsupported(content_type: str | None) -> UnsupportedMediaType:
+    return UnsupportedMediaType(
+        f"content type {limits.quote(content_type)} is not supported: send the image's bytes with "
+        'Content-Type image/jpeg (or image/png ...), or JSON {"image": "<base64>"} as application/json'
+    )
 
 
-def _base64_image(document: Any, limits: Limits) -> bytes:
-    if not isinstance(document, dict) or "image" not in document:
-        raise UndecodableImage('JSON requests look like {"image": "<base64>", "top_k": 5}')
-    text = document["image"]
-    if not isinstance(text, str):
-        raise UndecodableImage('"image" must be a base64 string')
-    if text.startswith("data:") and "," in text:  # a data URL, as browsers produce
-        text = text.split(",", 1)[1]
-    text = "".join(text.split())
-    if len(text) // 4 * 3 > limits.max_payload_bytes:  # refuse before decoding
-        raise PayloadTooLarge(
-            f"the image is about {len(text) // 4 * 3} bytes; the limit is {limits.max_payload_bytes}"
-        )
+def parse_top_k(value: Any, *, from_query: bool = False) -> int:
+    """top_k from a query string (digits) or a JSON body (an integer token); see contracts.limits."""
     try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise UndecodableImage(f'"image" is not valid base64: {e}') from e
+        return limits.top_k_from_query(value) if from_query else limits.top_k_from_json(value)
+    except limits.RequestError as e:
+        raise InvalidTopK(str(e)) from e
+
+
+def query_top_k(query: Mapping[str, Any]) -> int | None:
+    """The query string's top_k, or None. A POST names nothing else: an unknown parameter ("topk") is
+    refused by name rather than silently giving the default."""
+    unknown = [key for key in query if key != "top_k"]
+    if unknown:
+        raise InvalidRequest(
+            f"unknown query parameter(s) {', '.join(limits.quote(key) for key in unknown[:5])}: "
+            "a POST takes only ?top_k=<1..100>"
+        )
+    value = query.get("top_k")
+    if value is None or value == "":  # ?top_k= names no value: the default, as if absent
+        return None
+    if not isinstance(value, str):
+        raise InvalidTopK(f"top_k must be digits in the query string; got {limits.quote(value)}")
+    return parse_top_k(value, from_query=True)
+
+
+def _json_request(body: bytes, limits_: Limits) -> tuple[bytes, int | None]:
+    try:
+        document = limits.request_document(body)
+        image = limits.image_from_base64(document["image"], limits_.max_payload_bytes)
+    except limits.ImageTooLarge as e:
+        raise PayloadTooLarge(str(e)) from e
+    except limits.RequestError as e:
+        raise UndecodableImage(str(e)) from e
+    top_k = document.get("top_k")
+    return image, None if top_k is None else parse_top_k(top_k)
 
 
 def parse_request(
-    body: bytes, content_type: str | None, query: Mapping[str, str], limits: Limits
+    body: bytes, content_type: str | None, query: Mapping[str, Any], limits: Limits
 ) -> ClassifyRequest:
-    """Validate a Function URL request: raw image bytes (image/*) or JSON {"image": base64, "top_k": k}."""
+    """Validate a Function URL request: raw image bytes (image/*) or JSON {"image": base64, "top_k": k}.
+    A top_k in both the query string and the body must agree: two different answers are refused."""
+    if content_type is not None and not isinstance(content_type, str):
+        raise _unsupported(content_type)
     kind = media_type(content_type)
-    top_k = parse_top_k(query["top_k"]) if query.get("top_k") else None
+    top_k = query_top_k(query)
+    if not _MEDIA_TYPE.fullmatch(kind):
+        raise _unsupported(content_type)
     if kind == JSON_CONTENT_TYPE:
-        try:
-            document = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UndecodableImage(f"the body is not valid JSON: {e}") from e
-        image = _base64_image(document, limits)
-        if document.get("top_k") is not None:
-            top_k = parse_top_k(document["top_k"])
+        image, body_top_k = _json_request(body, limits)
+        if top_k is not None and body_top_k is not None and top_k != body_top_k:
+            raise InvalidTopK(
+                f"top_k is {top_k} in the query string and {body_top_k} in the body: give it once"
+            )
+        top_k = body_top_k if body_top_k is not None else top_k
     elif kind.startswith("image/") or kind in RAW_CONTENT_TYPES:
         image = body
     else:
-        raise UnsupportedMediaType(
-            f"content type {content_type!r} is not supported: send the image's bytes with Content-Type "
-            'image/jpeg (or image/png ...), or JSON {"image": "<base64>"} as application/json'
-        )
+        raise _unsupported(content_type)
     if len(image) > limits.max_payload_bytes:
         raise PayloadTooLarge(f"the image is {len(image)} bytes; the limit is {limits.max_payload_bytes}")
     info = image_info(image)

@@ -8,13 +8,16 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
+from http import HTTPStatus
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from stepsage.local.errors import LambdaFunctionError
+from stepsage.local.http_framing import LISTEN_BACKLOG, FramingError, StrictRequestHandler
 
 LOG = logging.getLogger(__name__)
 # Function URLs take at most 6 MB per request and response (BUFFERED mode).
@@ -27,12 +30,37 @@ def _is_text(content_type: str) -> bool:
     return any(marker in lowered for marker in _TEXT_TYPES)
 
 
+def _joined(pairs: Iterable[tuple[str, str]], lower: bool = False) -> dict[str, str]:
+    """Repeated keys joined with commas, as Function URLs do for headers and query parameters."""
+    joined: dict[str, str] = {}
+    for key, value in pairs:
+        key = key.lower() if lower else key
+        joined[key] = f"{joined[key]},{value}" if key in joined else value
+    return joined
+
+
+def _text_body(body: bytes, content_type: str) -> str | None:
+    """The body as the event's text, or None when it travels as base64: a text type that is valid UTF-8."""
+    if not _is_text(content_type):
+        return None
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def request_event(
-    *, method: str, target: str, headers: dict[str, str], body: bytes, url_id: str, source_ip: str
+    *,
+    method: str,
+    target: str,
+    headers: Mapping[str, str] | Message,
+    body: bytes,
+    url_id: str,
+    source_ip: str,
 ) -> dict[str, Any]:
     """The event a Function URL gives its function (payload format 2.0)."""
     parts = urlsplit(target)
-    lowered = {k.lower(): v for k, v in headers.items()}
+    lowered = _joined(headers.items(), lower=True)
     now = datetime.now(UTC)
     domain = f"{url_id}.lambda-url.us-east-1.on.aws"
     event: dict[str, Any] = {
@@ -62,12 +90,13 @@ def request_event(
         "isBase64Encoded": False,
     }
     if parts.query:
-        event["queryStringParameters"] = dict(parse_qsl(parts.query, keep_blank_values=True))
+        event["queryStringParameters"] = _joined(parse_qsl(parts.query, keep_blank_values=True))
     if "cookie" in lowered:
         event["cookies"] = [c.strip() for c in lowered["cookie"].split(";") if c.strip()]
     if body:
-        if _is_text(lowered.get("content-type", "")):
-            event["body"] = body.decode("utf-8", errors="replace")
+        text = _text_body(body, lowered.get("content-type", ""))
+        if text is not None:
+            event["body"] = text
         else:
             event["body"] = base64.b64encode(body).decode()
             event["isBase64Encoded"] = True
@@ -86,6 +115,10 @@ def response_from_result(result: Any) -> tuple[int, dict[str, str], bytes]:
     return int(result["statusCode"]), headers, raw
 
 
+class _UrlHTTPServer(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG
+
+
 class FunctionUrlServer:
     """Serves one function over HTTP. Locally there is no SigV4 check: a documented deviation from AWS_IAM."""
 
@@ -95,46 +128,40 @@ class FunctionUrlServer:
         host: str = "127.0.0.1",
         port: int = 0,
         on_request: Callable[[str, int, float], None] | None = None,
+        idle_timeout: float = 60.0,
+        read_timeout: float = 30.0,
     ) -> None:
         self.invoke = invoke
         self.on_request = on_request
         self.url_id = uuid.uuid4().hex[:32]
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        class Handler(StrictRequestHandler):
+            error_key = "Message"  # as the Function URL front end spells its own errors
+            timeout = idle_timeout
+            body_timeout = read_timeout
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet: on_request reports instead
                 return
 
             def _handle(self) -> None:
                 started = time.perf_counter()
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_PAYLOAD_BYTES:
-                    # Drain a moderately oversized body so the client reads our 413 rather than a reset.
-                    remaining = length if length <= 8 * MAX_PAYLOAD_BYTES else 0
-                    while remaining > 0:
-                        chunk = self.rfile.read(min(remaining, 1 << 20))
-                        if not chunk:
-                            break
-                        remaining -= len(chunk)
-                    self._send(
-                        413,
-                        {"content-type": "application/json"},
-                        json.dumps(
-                            {
-                                "Message": f"Request must be smaller than {MAX_PAYLOAD_BYTES} bytes "
-                                "for the InvokeFunction operation"
-                            }
-                        ).encode(),
-                        close=True,
-                    )
+                try:
+                    body = self.read_body(MAX_PAYLOAD_BYTES)
+                except FramingError as error:
+                    if error.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+                        error.message = (
+                            f"Request must be smaller than {MAX_PAYLOAD_BYTES} bytes for the InvokeFunction "
+                            "operation"
+                        )
+                    self.send_framing_error(error)
+                    if server.on_request:
+                        server.on_request(self.command, error.status, time.perf_counter() - started)
                     return
-                body = self.rfile.read(length) if length else b""
                 event = request_event(
                     method=self.command,
                     target=self.path,
-                    headers=dict(self.headers.items()),
+                    headers=self.headers,
                     body=body,
                     url_id=server.url_id,
                     source_ip=self.client_address[0],
@@ -158,23 +185,19 @@ class FunctionUrlServer:
                 if server.on_request:
                     server.on_request(self.command, status, time.perf_counter() - started)
 
-            def _send(
-                self, status: int, headers: dict[str, str], payload: bytes, close: bool = False
-            ) -> None:
+            def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
                 self.send_response(status)
                 for key, value in headers.items():
-                    if key != "content-length":
+                    if key not in ("content-length", "connection", "transfer-encoding"):
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(payload)))
-                if close:
-                    self.send_header("Connection", "close")
-                    self.close_connection = True
                 self.end_headers()
-                self.wfile.write(payload)
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd = _UrlHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name="function-url")
 

@@ -10,12 +10,29 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wsgi import get_input_stream
 
 from stepsage.local.errors import ServiceError
 
 _INVOCATIONS = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+
+
+# The most a JSON call or an InvokeEndpoint body may carry (SageMaker Runtime takes at most 25 MB).
+MAX_BODY_BYTES = 32 * 1024 * 1024
+# Seconds the gateway waits for a request's next bytes before it gives up on the client.
+CLIENT_TIMEOUT = 60
+
+
+class BadBody(Exception):
+    """A request body that is malformed, too large or never arrives; `status` is its 4xx."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class JsonService(Protocol):
@@ -73,8 +90,49 @@ class Gateway:
 
     @staticmethod
     def _body(environ: dict[str, Any]) -> bytes:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        return environ["wsgi.input"].read(length) if length else b""
+        """The request body, by Content-Length or chunked, bounded; raises BadBody with its 4xx."""
+        raw = (environ.get("CONTENT_LENGTH") or "").strip()
+        chunked = "chunked" in (environ.get("HTTP_TRANSFER_ENCODING") or "").lower()
+        if raw and not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+            raise BadBody(400, f"Content-Length {raw[:40]!r} is not a byte count")
+        length = int(raw) if raw and not chunked else None
+        if length is not None and length > MAX_BODY_BYTES:
+            raise BadBody(413, f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+        if length is None and not chunked:
+            return b""
+        try:
+            data = get_input_stream(environ, max_content_length=MAX_BODY_BYTES).read()
+        except RequestEntityTooLarge as e:
+            raise BadBody(413, f"the body exceeds the limit of {MAX_BODY_BYTES} bytes") from e
+        except ClientDisconnected as e:
+            raise BadBody(400, "the body ended before its Content-Length") from e
+        except TimeoutError as e:
+            raise BadBody(408, "the body did not arrive in time") from e
+        return data
+
+    @staticmethod
+    def _json_params(raw: bytes) -> dict[str, Any]:
+        try:
+            params = json.loads(raw) if raw.strip() else {}
+        except (ValueError, RecursionError) as e:  # JSON, UTF-8, 5,000-digit numbers, deep nesting
+            raise BadBody(400, f"the body is not a JSON request: {str(e)[:200]}") from e
+        if not isinstance(params, dict):
+            raise BadBody(400, f"the request must be a JSON object, not {type(params).__name__}")
+        return params
+
+    @staticmethod
+    def _refuse(error: BadBody, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        payload = json.dumps({"__type": "SerializationException", "message": error.message}).encode()
+        start_response(
+            f"{error.status} Error",
+            [
+                ("Content-Type", "application/json"),
+                ("x-amzn-ErrorType", "SerializationException"),
+                ("Content-Length", str(len(payload))),
+                ("Connection", "close"),
+            ],
+        )
+        return [payload]
 
     def _json_call(
         self,
@@ -87,8 +145,10 @@ class Gateway:
         if self.on_request:
             self.on_request(environ.get("HTTP_X_AMZ_TARGET", ""), operation)
         try:
-            raw = self._body(environ)
-            params = json.loads(raw) if raw.strip() else {}
+            params = self._json_params(self._body(environ))
+        except BadBody as error:
+            return self._refuse(error, start_response)
+        try:
             result = service.handle(operation, params)
             payload = json.dumps(result, default=_aws_json_default).encode()
             status = "200 OK"
@@ -97,10 +157,6 @@ class Gateway:
             payload = json.dumps({"__type": error.code, "message": error.message}).encode()
             status = f"{error.status_code} Error"
             headers = [("Content-Type", content_type), ("x-amzn-ErrorType", error.code)]
-        except json.JSONDecodeError as error:
-            payload = json.dumps({"__type": "SerializationException", "message": str(error)}).encode()
-            status = "400 Bad Request"
-            headers = [("Content-Type", content_type), ("x-amzn-ErrorType", "SerializationException")]
         headers.append(("Content-Length", str(len(payload))))
         start_response(status, headers)
         return [payload]
@@ -109,7 +165,10 @@ class Gateway:
         self, endpoint_name: str, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         assert self.runtime is not None
-        body = self._body(environ)
+        try:
+            body = self._body(environ)
+        except BadBody as error:
+            return self._refuse(error, start_response)
         content_type = environ.get("CONTENT_TYPE") or "application/octet-stream"
         accept = environ.get("HTTP_ACCEPT") or "application/json"
         try:
@@ -142,9 +201,9 @@ class GatewayServer:
 
         # One access-log line per S3 object would bury the pipeline's progress.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self.server: BaseWSGIServer = make_server(
-            host, port, app, threaded=True, request_handler=MotoRequestHandler
-        )
+        # A client that stalls mid-request must not hold its thread forever.
+        handler = type("TimedMotoRequestHandler", (MotoRequestHandler,), {"timeout": CLIENT_TIMEOUT})
+        self.server: BaseWSGIServer = make_server(host, port, app, threaded=True, request_handler=handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="gateway")
 
     @property

@@ -141,9 +141,11 @@ def test_raw_content_types_are_sniffed_not_trusted(content_type: str) -> None:
 def test_json_request_with_top_k_and_data_url() -> None:
     encoded = base64.b64encode(GIF_300x200).decode()
     body = json.dumps({"image": "data:image/gif;base64," + encoded, "top_k": 7}).encode()
-    request = image_request.parse_request(body, "application/json; charset=utf-8", {"top_k": "2"}, LIMITS)
+    request = image_request.parse_request(body, "application/json; charset=utf-8", {"top_k": "7"}, LIMITS)
     assert request.image == GIF_300x200
-    assert request.top_k == 7  # the body wins over the query string
+    assert request.top_k == 7  # the same top_k in the query string and the body is no contradiction
+    with pytest.raises(image_request.InvalidTopK, match="2 in the query string and 7 in the body"):
+        image_request.parse_request(body, "application/json", {"top_k": "2"}, LIMITS)
 
 
 @pytest.mark.parametrize(

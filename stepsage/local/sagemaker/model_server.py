@@ -20,11 +20,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from stepsage.local.http_framing import LISTEN_BACKLOG, FramingError, StrictRequestHandler
+
 logger = logging.getLogger("stepsage.model_server")
 
 THREADS_ENV = "STEPSAGE_TORCH_THREADS"
 # Real-time endpoints accept 6 MB (serverless 4 MB); refuse larger bodies before reading them.
 DEFAULT_MAX_REQUEST_BYTES = 6 * 1024 * 1024
+# Seconds a request body may take to arrive; a client that announces more than it sends gets a 408.
+DEFAULT_READ_TIMEOUT = 30.0
 HANDLER_NAMES = ("model_fn", "input_fn", "predict_fn", "output_fn")
 
 
@@ -92,11 +96,12 @@ def client_error_status(error: BaseException) -> int | None:
     return status if isinstance(status, int) and 400 <= status < 500 else None
 
 
-class InvocationHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as SageMaker's front end uses
+class InvocationHandler(StrictRequestHandler):
+    # HTTP/1.1 keep-alive, as SageMaker's front end uses; malformed framing gets its 4xx (http_framing).
     server_version = "stepsage-model-server"
     # A backstop for clients that vanish mid-request; idle keep-alive connections are closed on shutdown.
     timeout = 120
+    body_timeout = DEFAULT_READ_TIMEOUT
     host: ModelHost  # set on the subclass that make_server builds
     server: ModelServer
 
@@ -125,6 +130,7 @@ class InvocationHandler(BaseHTTPRequestHandler):
         if close or self.server.stopping.is_set():
             self.send_header("Connection", "close")
             self.close_connection = True
+            self._linger = close  # an unread body must not reset the connection before the answer is read
         self.end_headers()
         self.wfile.write(body)
 
@@ -140,18 +146,17 @@ class InvocationHandler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != "/invocations":
             self._send_json(HTTPStatus.NOT_FOUND, {"message": f"no route POST {self.path}"}, close=True)
             return
-        length_header = self.headers.get("Content-Length")
-        if length_header is None or not length_header.isdigit():
-            # Without a length the body cannot be framed (no chunked support), so the connection must end.
-            message = "a Content-Length header is required"
-            self._send_json(HTTPStatus.LENGTH_REQUIRED, {"message": message}, close=True)
+        if not self.has_body_framing():
+            # Without a length or chunks the body cannot be framed, so the connection must end.
+            message = "a Content-Length header (or Transfer-Encoding: chunked) is required"
+            self.send_error(HTTPStatus.LENGTH_REQUIRED, message)
             return
-        length = int(length_header)
-        if length > self.host.max_request_bytes:
-            message = f"the request body is {length} bytes; the limit is {self.host.max_request_bytes}"
-            self._send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"message": message}, close=True)
+        try:
+            body = self.read_body(self.host.max_request_bytes)
+        except FramingError as e:
+            self.send_framing_error(e)
             return
-        body = self.rfile.read(length)
+        length = len(body)
         if not self.host.ready.is_set():
             self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"message": "the model is still loading"})
             return
@@ -179,6 +184,7 @@ class ModelServer(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         super().__init__(address, handler)
@@ -214,8 +220,12 @@ class ModelServer(ThreadingHTTPServer):
         super().shutdown_request(request)
 
 
-def make_server(host: ModelHost, address: str, port: int) -> ModelServer:
-    handler = type("BoundInvocationHandler", (InvocationHandler,), {"host": host})
+def make_server(
+    host: ModelHost, address: str, port: int, read_timeout: float = DEFAULT_READ_TIMEOUT
+) -> ModelServer:
+    handler = type(
+        "BoundInvocationHandler", (InvocationHandler,), {"host": host, "body_timeout": read_timeout}
+    )
     return ModelServer((address, port), handler)
 
 
@@ -234,6 +244,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--threads", type=int, default=None, help=f"torch threads (default: ${THREADS_ENV})")
     parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
+    parser.add_argument(
+        "--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT, help="seconds a request body may take"
+    )
     return parser
 
 
@@ -242,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     apply_thread_budget(args.threads)
     host = ModelHost(args.model_dir.resolve(), args.max_request_bytes)
-    server = make_server(host, args.host, args.port)
+    server = make_server(host, args.host, args.port, args.read_timeout)
     stopping = threading.Event()
 
     def stop(signum: int, _frame: Any) -> None:
