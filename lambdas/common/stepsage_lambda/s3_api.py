@@ -11,6 +11,8 @@ from urllib.parse import urlparse
 
 from stepsage_lambda.clients import client as default_client
 
+_MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
 
 def split_uri(uri: str) -> tuple[str, str]:
     """`s3://bucket/key` -> (bucket, key)."""
@@ -41,6 +43,16 @@ class S3Api:
         if self.sha256_of(bucket, key) == hashlib.sha256(body).hexdigest():
             return False
         self._s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+        return True
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=bucket, Key=key)
+        except self._s3.exceptions.ClientError as e:
+            # HEAD has no body, so S3 can only answer with the status code; the code is the error's type here.
+            if e.response.get("Error", {}).get("Code") in _MISSING_CODES:
+                return False
+            raise
         return True
 
     def sha256_of(self, bucket: str, key: str) -> str | None:
