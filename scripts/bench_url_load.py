@@ -264,7 +264,9 @@ def start_url(model_port: int) -> Any:
     os.environ.update(
         {
             "POWERTOOLS_METRICS_DISABLED": "1",
-            "ENDPOINT_NAME": "stepsage-bench",
+            # POST / serves <stack>-<ServedDataset>, "stepsage-bench".
+            "STACK_NAME": "stepsage",
+            "SERVED_DATASET": "bench",
             "POWERTOOLS_TRACE_DISABLED": "1",
             "POWERTOOLS_METRICS_NAMESPACE": "bench",
             "POWERTOOLS_LOG_LEVEL": "ERROR",

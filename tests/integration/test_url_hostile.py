@@ -57,7 +57,9 @@ class FakeRuntime:
 
 @pytest.fixture
 def fake_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ENDPOINT_NAME", "stepsage-dogs")
+    # POST / serves <stack>-<ServedDataset>: "stepsage-dogs" (stepsage_lambda.naming.endpoint_name).
+    monkeypatch.setenv("STACK_NAME", "stepsage")
+    monkeypatch.setenv("SERVED_DATASET", "dogs")
     monkeypatch.setattr(app, "EndpointRuntime", FakeRuntime)
     FakeRuntime.calls = []
 
@@ -146,7 +148,9 @@ def test_hostile_events_get_a_4xx_and_never_reach_the_endpoint(
 
 @pytest.fixture
 def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
-    monkeypatch.setenv("ENDPOINT_NAME", "stepsage-dogs")
+    # POST / serves <stack>-<ServedDataset>: "stepsage-dogs" (stepsage_lambda.naming.endpoint_name).
+    monkeypatch.setenv("STACK_NAME", "stepsage")
+    monkeypatch.setenv("SERVED_DATASET", "dogs")
     for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "MAX_PAYLOAD_BYTES"):
         monkeypatch.delenv(variable, raising=False)
     clients.client.cache_clear()
