@@ -51,6 +51,19 @@ def _job(statuses: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return described
 
 
+def _embedded_verdict(s3: Any) -> dict[str, Any]:
+    """CheckRules on the final job JOB, in embedded mode under the default gate, reading the moto S3."""
+    sagemaker, stubber = stubbed("sagemaker")
+    stubber.add_response("describe_training_job", _job(), {"TrainingJobName": JOB})
+    return rules_check.check_rules(
+        training_job_name=JOB,
+        debugger_mode="embedded",
+        gate_name="rules",
+        sagemaker=SageMakerApi(sagemaker),
+        s3=S3Api(s3),
+    ).model_dump()
+
+
 def test_embedded_verdicts_are_read_from_the_output_tarball(s3: Any) -> None:
     verdicts = {
         "rules": [
@@ -69,15 +82,7 @@ def test_embedded_verdicts_are_read_from_the_output_tarball(s3: Any) -> None:
         {"tensors/step.bin": b"\0" * 200_000, "rules/verdicts.json": json.dumps(verdicts).encode()}
     )
     s3.put_object(Bucket=BUCKET, Key=f"runs/x/final/{JOB}/output/output.tar.gz", Body=body)
-    sagemaker, stubber = stubbed("sagemaker")
-    stubber.add_response("describe_training_job", _job(), {"TrainingJobName": JOB})
-    result = rules_check.check_rules(
-        training_job_name=JOB,
-        debugger_mode="embedded",
-        gate_name="rules",
-        sagemaker=SageMakerApi(sagemaker),
-        s3=S3Api(s3),
-    ).model_dump()
+    result = _embedded_verdict(s3)
     # Overfit is an advisory under the `rules` gate: reported, but the run may deploy.
     assert result["verdict"] == "IssuesFound" and result["proceed"] is True
     assert result["advisories"] == ["Overfit"]
@@ -135,15 +140,7 @@ def test_missing_verdicts_file_blocks_the_default_gate(s3: Any, output: str) -> 
     if output == "no verdicts in it":
         body = tarball({"tensors/step.bin": b"\0" * 1000})
         s3.put_object(Bucket=BUCKET, Key=f"runs/x/final/{JOB}/output/output.tar.gz", Body=body)
-    sagemaker, stubber = stubbed("sagemaker")
-    stubber.add_response("describe_training_job", _job(), {"TrainingJobName": JOB})
-    result = rules_check.check_rules(
-        training_job_name=JOB,
-        debugger_mode="embedded",
-        gate_name="rules",
-        sagemaker=SageMakerApi(sagemaker),
-        s3=S3Api(s3),
-    ).model_dump()
+    result = _embedded_verdict(s3)
     assert (result["verdict"], result["proceed"], result["blocked_by"]) == ("Error", False, "RuleErrors")
     assert "rules/verdicts.json" in result["reason"]
 

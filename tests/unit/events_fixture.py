@@ -44,10 +44,16 @@ def load_lambda_module(function_dir: str, module: str = "app") -> ModuleType:
     unique = f"_lambda_{function_dir}_{module}"
     if unique in sys.modules:
         return sys.modules[unique]
-    spec = importlib.util.spec_from_file_location(unique, LAMBDAS_DIR / function_dir / f"{module}.py")
+    return load_file_module(unique, LAMBDAS_DIR / function_dir / f"{module}.py")
+
+
+def load_file_module(name: str, path: Path) -> ModuleType:
+    """The Python file at `path` as module `name`, registered in sys.modules first (dataclasses look their
+    module up there)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     loaded = importlib.util.module_from_spec(spec)
-    sys.modules[unique] = loaded
+    sys.modules[name] = loaded
     spec.loader.exec_module(loaded)
     return loaded
 

@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from events_fixture import load_lambda_module
+from events_fixture import load_file_module, load_lambda_module
 from PIL import Image
 
 from contracts import limits
@@ -24,17 +22,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "training_code"))
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 image_request = load_lambda_module("inference", "image_request")
-inference = _load("stepsage_serving_inference_hostile", REPO_ROOT / "inference_code" / "inference.py")
+inference = load_file_module(
+    "stepsage_serving_inference_hostile", REPO_ROOT / "inference_code" / "inference.py"
+)
 LIMITS = image_request.Limits(max_payload_bytes=100_000, max_image_pixels=1_000_000)
 
 

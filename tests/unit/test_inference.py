@@ -3,34 +3,26 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
+from events_fixture import load_file_module
 
 pytestmark = pytest.mark.unit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # inference.py imports presets/architectures by plain name, as it does beside them in code/.
 sys.path.insert(0, str(REPO_ROOT / "training_code"))
-inference = _load("stepsage_serving_inference", REPO_ROOT / "inference_code" / "inference.py")
-model_artifact = _load("stepsage_model_artifact", REPO_ROOT / "tests" / "integration" / "model_artifact.py")
+inference = load_file_module("stepsage_serving_inference", REPO_ROOT / "inference_code" / "inference.py")
+model_artifact = load_file_module(
+    "stepsage_model_artifact", REPO_ROOT / "tests" / "integration" / "model_artifact.py"
+)
 image_bytes = model_artifact.image_bytes
 png_bomb = model_artifact.png_bomb
 
